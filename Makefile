@@ -1,0 +1,26 @@
+# The README's two commands: `make demo` and `make test`.
+PY ?= python
+PIP = $(PY) -m pip
+
+.PHONY: install demo test test-slow bench lint
+
+# torch first, pinned: on these machines the pin installs a CPU build from local disk,
+# whereas an unpinned torch would pull a multi-GB CUDA build.
+install:
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[dev]"
+
+demo: install
+	$(PY) -m postcollapse thresholds mnist
+
+test: install
+	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
+
+bench: install
+	$(PY) benchmarks/run_all.py
+
+lint:
+	$(PY) -m ruff check src tests benchmarks examples

@@ -1,0 +1,22 @@
+"""postcollapse: predict, measure and explain posterior collapse in latent variable models.
+
+The theory (``postcollapse.theory``) is pure numpy/scipy and is imported eagerly; the
+torch-based parts (``models``, ``train``, ``diagnostics``) and ``figures`` are imported on
+first use so that ``import postcollapse`` and the theory commands stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_LAZY_SUBMODULES = ("theory", "data", "models", "train", "diagnostics", "figures")
+
+__all__ = ["__version__", *_LAZY_SUBMODULES]
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"postcollapse.{name}")
+    raise AttributeError(f"module 'postcollapse' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+from postcollapse.cli import main
+
+raise SystemExit(main())

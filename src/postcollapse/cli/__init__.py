@@ -1,0 +1,78 @@
+"""Command-line interface: ``postcollapse COMMAND ...``.
+
+Each command lives in its own module under ``postcollapse.cli`` that defines
+``register(subparsers)``; ``register`` adds one or more sub-parsers and sets ``func`` on
+them. Command modules must not import torch (or matplotlib) at module level: building the
+parser imports every one of them, and ``thresholds`` / ``optimum`` must start fast.
+
+Errors from the library (``ValueError``, ``TypeError``, ``OSError``) become one line on
+stderr and exit status 2; there is never a traceback for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["main", "build_parser", "COMMAND_MODULES"]
+
+# Order is the order of ``postcollapse --help``.
+COMMAND_MODULES = (
+    "postcollapse.cli.theory_cmds",  # thresholds, optimum
+    "postcollapse.cli.sweep_cmd",  # sweep
+    "postcollapse.cli.reproduce_cmd",  # reproduce
+    "postcollapse.cli.diagnose_cmds",  # diagnose, effective-beta
+)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage error as a single line (exit status 2)."""
+
+    def error(self, message: str):  # noqa: D102
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="postcollapse",
+        description="Predict, measure and explain posterior collapse in VAEs.",
+    )
+    from postcollapse import __version__
+
+    parser.add_argument("--version", action="version", version=f"postcollapse {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a command not built yet
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename}"
+    return " ".join(text.split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, OSError, EOFError) as exc:
+        print(f"postcollapse {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"postcollapse {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
