@@ -1,0 +1,27 @@
+"""Exact theory of the linear (conditional) VAE: moments, spectrum, thresholds, optimum.
+
+Pure numpy/scipy; never imports torch or matplotlib. Conventions: ``../shared/THEORY.md``.
+"""
+
+from postcollapse.theory.moments import Moments
+from postcollapse.theory.optimum import SIGMA_MODES, Optimum, min_loss, optimum
+from postcollapse.theory.spectrum import (
+    Spectrum,
+    active_modes,
+    beta_interval,
+    spectrum,
+    thresholds,
+)
+
+__all__ = [
+    "Moments",
+    "Spectrum",
+    "spectrum",
+    "thresholds",
+    "active_modes",
+    "beta_interval",
+    "Optimum",
+    "optimum",
+    "min_loss",
+    "SIGMA_MODES",
+]

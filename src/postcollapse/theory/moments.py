@@ -1,0 +1,216 @@
+"""Streaming, shifted, mergeable central moments of (x, y).
+
+Everything the linear theory needs from data is the first and second central moments
+(THEORY.md, "Moments"): biases are learnable, so only ``A = Cov(x)``, ``C = Cov(y, x)``
+and ``s_yy = E||y - E y||^2`` (population normalisation 1/N) enter.
+
+Each chunk is centred on its own float64 mean before its cross-products are formed, and
+chunks are combined with the pairwise update of Chan, Golub & LeVeque (1979). Raw sums of
+``X^T X`` on data far from zero lose every significant digit when the mean is removed
+afterwards; centred partial sums do not. Merging is exact and associative up to rounding,
+so moments of shards computed apart (out of core, on a cluster) combine by ``merge``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from postcollapse._checks import check_finite_array, check_int_at_least
+
+__all__ = ["Moments"]
+
+DEFAULT_CHUNK = 8192
+
+
+def _as_float64_2d(name: str, a) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (n_samples, n_features), got shape {a.shape}")
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise TypeError(f"{name} must be numeric, got dtype {a.dtype}")
+    return a
+
+
+def _centre(name: str, chunk: np.ndarray, row_offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (float64 mean, float64 centred copy) of one chunk; report NaN/inf rows."""
+    c = np.array(chunk, dtype=np.float64, copy=True)
+    mean = c.mean(axis=0)
+    if not np.isfinite(mean).all():
+        # NaN and inf propagate into the mean, so the full scan runs only on bad data.
+        try:
+            check_finite_array(name, chunk)
+        except ValueError as exc:
+            if row_offset:
+                bad = np.argwhere(~np.isfinite(np.asarray(chunk)))[0]
+                raise ValueError(
+                    str(exc).replace(f"row {bad[0]},", f"row {bad[0] + row_offset},")
+                ) from None
+            raise
+        raise ValueError(f"{name} overflows float64 when averaged")  # pragma: no cover
+    c -= mean
+    return mean, c
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Central moments of x (and of a target y) over ``n_samples`` rows.
+
+    Attributes
+    ----------
+    n_samples : int
+    mean_x : ndarray of shape (d0,)
+    m_xx : ndarray of shape (d0, d0)
+        Sum over rows of (x - mean_x)(x - mean_x)^T.
+    y_mean : ndarray of shape (d2,) or None
+        None for a plain VAE (target y = x); use ``mean_y`` for the target mean.
+    m_yx : ndarray of shape (d2, d0) or None
+        Sum over rows of (y - mean_y)(x - mean_x)^T.
+    m_yy : float or None
+        Sum over rows of ||y - mean_y||^2.
+    """
+
+    n_samples: int
+    mean_x: np.ndarray
+    m_xx: np.ndarray
+    y_mean: np.ndarray | None = None
+    m_yx: np.ndarray | None = None
+    m_yy: float | None = None
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def empty(cls, d0: int, d2: int | None = None) -> Moments:
+        """Moments of no rows: the identity of ``merge``. ``d2=None`` means y = x."""
+        d0 = check_int_at_least("d0", d0, 1)
+        if d2 is None:
+            return cls(0, np.zeros(d0), np.zeros((d0, d0)))
+        d2 = check_int_at_least("d2", d2, 1)
+        return cls(0, np.zeros(d0), np.zeros((d0, d0)), np.zeros(d2), np.zeros((d2, d0)), 0.0)
+
+    @classmethod
+    def from_arrays(cls, x, y=None, *, chunk_size: int = DEFAULT_CHUNK) -> Moments:
+        """Moments of arrays (or memory maps) ``x`` (n, d0) and ``y`` (n, d2), by chunks.
+
+        ``y=None`` is the plain VAE (target = x). Rows are read ``chunk_size`` at a time,
+        so a memory-mapped ``x`` never has to fit in memory.
+        """
+        x = _as_float64_2d("x", x)
+        if y is not None:
+            y = _as_float64_2d("y (target)", y)
+            if y.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"x has {x.shape[0]} rows but the target y has {y.shape[0]}; "
+                    "they must have the same number of rows"
+                )
+        chunk_size = check_int_at_least("chunk_size", chunk_size, 1)
+        m = cls.empty(x.shape[1], None if y is None else y.shape[1])
+        for start in range(0, x.shape[0], chunk_size):
+            stop = start + chunk_size
+            m = m.update(x[start:stop], None if y is None else y[start:stop])
+        return m
+
+    # ------------------------------------------------------------------ updates
+    def update(self, x, y=None) -> Moments:
+        """Return the moments of these rows and the chunk ``x`` (and ``y``) together."""
+        x = _as_float64_2d("x", x)
+        if x.shape[1] != self.d0:
+            raise ValueError(f"x chunk has {x.shape[1]} columns, expected {self.d0}")
+        if self.plain and y is not None:
+            raise ValueError("these moments are of a plain VAE (y = x); do not pass y")
+        if not self.plain:
+            if y is None:
+                raise ValueError("these moments have a separate target; pass y with x")
+            y = _as_float64_2d("y (target)", y)
+            if y.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"x chunk has {x.shape[0]} rows but y chunk has {y.shape[0]}"
+                )
+            if y.shape[1] != self.d2:
+                raise ValueError(f"y chunk has {y.shape[1]} columns, expected {self.d2}")
+        if x.shape[0] == 0:
+            return self
+        n = x.shape[0]
+        mx, xc = _centre("x", x, self.n_samples)
+        # X^T X of a C-contiguous X: numpy dispatches xc.T @ xc to BLAS syrk.
+        chunk = Moments(n, mx, xc.T @ xc)
+        if not self.plain:
+            my, yc = _centre("y (target)", y, self.n_samples)
+            chunk = Moments(n, mx, chunk.m_xx, my, yc.T @ xc, float(np.einsum("ij,ij->", yc, yc)))
+        return self.merge(chunk)
+
+    def merge(self, other: Moments) -> Moments:
+        """Combine with the moments of disjoint rows (Chan et al. pairwise update)."""
+        if not isinstance(other, Moments):
+            raise TypeError(f"can only merge Moments, got {type(other).__name__}")
+        if other.d0 != self.d0 or other.plain != self.plain or other.d2 != self.d2:
+            raise ValueError(
+                f"cannot merge moments of shape (d0={other.d0}, d2={other.d2}, "
+                f"plain={other.plain}) into (d0={self.d0}, d2={self.d2}, plain={self.plain})"
+            )
+        if other.n_samples == 0:
+            return self
+        if self.n_samples == 0:
+            return other
+        na, nb = self.n_samples, other.n_samples
+        n = na + nb
+        dx = other.mean_x - self.mean_x
+        w = na * nb / n
+        mean_x = self.mean_x + dx * (nb / n)
+        m_xx = self.m_xx + other.m_xx + w * np.outer(dx, dx)
+        if self.plain:
+            return Moments(n, mean_x, m_xx)
+        dy = other.y_mean - self.y_mean
+        return Moments(
+            n,
+            mean_x,
+            m_xx,
+            self.y_mean + dy * (nb / n),
+            self.m_yx + other.m_yx + w * np.outer(dy, dx),
+            self.m_yy + other.m_yy + w * float(dy @ dy),
+        )
+
+    # ------------------------------------------------------------------ views
+    @property
+    def plain(self) -> bool:
+        """True for a plain VAE: the target is the input."""
+        return self.y_mean is None
+
+    @property
+    def d0(self) -> int:
+        return self.mean_x.shape[0]
+
+    @property
+    def d2(self) -> int:
+        return self.d0 if self.plain else self.y_mean.shape[0]
+
+    def _require_rows(self) -> None:
+        if self.n_samples < 1:
+            raise ValueError("moments of zero rows: feed data with update() first")
+
+    @property
+    def cov_x(self) -> np.ndarray:
+        """A = Cov(x), shape (d0, d0), population normalisation."""
+        self._require_rows()
+        return self.m_xx / self.n_samples
+
+    @property
+    def cov_yx(self) -> np.ndarray:
+        """C = Cov(y, x), shape (d2, d0)."""
+        self._require_rows()
+        return self.cov_x if self.plain else self.m_yx / self.n_samples
+
+    @property
+    def s_yy(self) -> float:
+        """E ||y - E y||^2."""
+        self._require_rows()
+        if self.plain:
+            return float(np.trace(self.m_xx)) / self.n_samples
+        return float(self.m_yy) / self.n_samples
+
+    @property
+    def mean_y(self) -> np.ndarray:
+        """E y, shape (d2,) (equal to E x for a plain VAE)."""
+        return self.mean_x if self.plain else self.y_mean

@@ -1,0 +1,203 @@
+"""The whitened cross-moment Z = C A^{-1/2}, its SVD, and the collapse thresholds.
+
+THEORY.md, "Spectrum" and "Collapse thresholds". A^{-1/2} is the inverse square root on
+the range of A: eigenvalues below ``rtol * lambda_max`` count as zero (those input
+directions carry no variance, hence no information about y).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+from postcollapse._checks import check_int_at_least, check_positive
+from postcollapse.theory.moments import Moments
+
+__all__ = ["Spectrum", "spectrum", "thresholds", "active_modes", "beta_interval"]
+
+DEFAULT_RTOL = 1e-10
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """Spectral summary of (x, y) that determines the linear VAE's global minimum.
+
+    Attributes
+    ----------
+    zeta : ndarray of shape (d_star,)
+        Singular values of Z in descending order, d_star = min(rank A, d2).
+    F : ndarray of shape (d2, d_star)
+        Left singular vectors of Z.
+    G : ndarray of shape (d0, d_star)
+        Right singular vectors of Z (in the range of A).
+    rank : int
+        Numerical rank of A = Cov(x).
+    residual : float
+        r = s_yy - ||Z||_F^2 >= 0, the least-squares regression residual of y on x.
+    eigvals : ndarray of shape (rank,)
+        The kept eigenvalues of A, descending.
+    eigvecs : ndarray of shape (d0, rank)
+        Their eigenvectors.
+    mean_x, mean_y : ndarray
+        E x (d0,) and E y (d2,).
+    s_yy : float
+        E ||y - E y||^2.
+    n_samples, d0, d2 : int
+    plain : bool
+        True when y = x.
+    """
+
+    zeta: np.ndarray
+    F: np.ndarray
+    G: np.ndarray
+    rank: int
+    residual: float
+    eigvals: np.ndarray
+    eigvecs: np.ndarray
+    mean_x: np.ndarray
+    mean_y: np.ndarray
+    s_yy: float
+    n_samples: int
+    d0: int
+    d2: int
+    plain: bool
+    rtol: float = DEFAULT_RTOL
+
+    @property
+    def d_star(self) -> int:
+        return self.zeta.shape[0]
+
+    @property
+    def a_inv_sqrt(self) -> np.ndarray:
+        """A^{-1/2} on the range of A, shape (d0, d0)."""
+        return (self.eigvecs / np.sqrt(self.eigvals)) @ self.eigvecs.T
+
+    @property
+    def Z(self) -> np.ndarray:
+        """Z = C A^{-1/2} = F diag(zeta) G^T, shape (d2, d0)."""
+        return (self.F * self.zeta) @ self.G.T
+
+    @property
+    def whitened_G(self) -> np.ndarray:
+        """A^{-1/2} G, shape (d0, d_star): the input directions of W* (W* = A^{-1/2} G Theta)."""
+        return (self.eigvecs / np.sqrt(self.eigvals)) @ (self.eigvecs.T @ self.G)
+
+    def zeta_padded(self, k: int) -> np.ndarray:
+        """The first ``k`` singular values, padded with zeros beyond d_star."""
+        k = check_int_at_least("latent_dim", k, 1)
+        out = np.zeros(k)
+        m = min(k, self.d_star)
+        out[:m] = self.zeta[:m]
+        return out
+
+
+def spectrum(moments: Moments, *, rtol: float = DEFAULT_RTOL) -> Spectrum:
+    """Compute Z = C A^{-1/2}, its SVD and the regression residual from moments.
+
+    Parameters
+    ----------
+    moments : Moments
+        Central moments of x (and y; plain VAE when y = x).
+    rtol : float, default 1e-10
+        Eigenvalues of A below ``rtol * max eigenvalue`` are treated as zero.
+
+    Returns
+    -------
+    Spectrum
+    """
+    if not isinstance(moments, Moments):
+        raise TypeError(f"spectrum() needs a Moments, got {type(moments).__name__}")
+    if moments.n_samples < 2:
+        raise ValueError(
+            f"the data have {moments.n_samples} row(s); at least 2 are needed for a covariance"
+        )
+    rtol = check_positive("rtol", rtol)
+    a = moments.cov_x
+    lam, q = scipy.linalg.eigh(a, check_finite=False)
+    lam, q = lam[::-1], q[:, ::-1]
+    lmax = lam[0] if lam.size else 0.0
+    keep = lam > rtol * lmax if lmax > 0 else np.zeros(lam.shape, bool)
+    rank = int(keep.sum())
+    lam_k, q_k = lam[keep], np.ascontiguousarray(q[:, keep])
+    s_yy = moments.s_yy
+    if moments.plain:
+        # Z = A^{1/2}: its singular values are sqrt(eigenvalues), F = G = eigenvectors.
+        zeta = np.sqrt(lam_k)
+        f = g = q_k
+        residual = max(0.0, s_yy - float(lam_k.sum()))
+    else:
+        # Z restricted to the range of A: Zr = C Q_k diag(lam^-1/2) (d2, rank); Z = Zr Q_k^T.
+        zr = (moments.cov_yx @ q_k) / np.sqrt(lam_k)
+        if rank:
+            f, zeta, gr_t = scipy.linalg.svd(zr, full_matrices=False, check_finite=False)
+            g = q_k @ gr_t.T
+        else:
+            f = np.zeros((moments.d2, 0))
+            zeta = np.zeros(0)
+            g = np.zeros((moments.d0, 0))
+        residual = max(0.0, s_yy - float(np.sum(zr * zr)))
+    d_star = min(rank, moments.d2)
+    return Spectrum(
+        zeta=np.ascontiguousarray(zeta[:d_star]),
+        F=np.ascontiguousarray(f[:, :d_star]),
+        G=np.ascontiguousarray(g[:, :d_star]),
+        rank=rank,
+        residual=float(residual),
+        eigvals=lam_k,
+        eigvecs=q_k,
+        mean_x=moments.mean_x.copy(),
+        mean_y=moments.mean_y.copy(),
+        s_yy=float(s_yy),
+        n_samples=moments.n_samples,
+        d0=moments.d0,
+        d2=moments.d2,
+        plain=moments.plain,
+        rtol=rtol,
+    )
+
+
+def _zeta_of(spec_or_zeta) -> np.ndarray:
+    if isinstance(spec_or_zeta, Spectrum):
+        return spec_or_zeta.zeta
+    zeta = np.asarray(spec_or_zeta, dtype=np.float64)
+    if zeta.ndim != 1:
+        raise ValueError(f"zeta must be a 1-D array, got shape {zeta.shape}")
+    if not np.all(np.isfinite(zeta)) or np.any(zeta < 0):
+        raise ValueError("zeta must hold finite values >= 0")
+    return np.sort(zeta)[::-1]
+
+
+def thresholds(spec_or_zeta, *, eta_dec: float = 1.0) -> np.ndarray:
+    """Critical betas beta_i* = zeta_i^2 / eta_dec^2, descending (THEORY.md).
+
+    Mode i is collapsed at the global minimum iff beta >= beta_i*.
+    """
+    eta_dec = check_positive("eta_dec", eta_dec)
+    zeta = _zeta_of(spec_or_zeta)
+    return zeta**2 / eta_dec**2
+
+
+def active_modes(spec_or_zeta, beta: float, *, eta_dec: float = 1.0, latent_dim=None) -> int:
+    """Number of modes that survive at ``beta``: #{i <= d1 : zeta_i^2 > beta eta_dec^2}."""
+    beta = check_positive("beta", beta)
+    k = int(np.sum(thresholds(spec_or_zeta, eta_dec=eta_dec) > beta))
+    if latent_dim is not None:
+        k = min(k, check_int_at_least("latent_dim", latent_dim, 1))
+    return k
+
+
+def beta_interval(spec_or_zeta, k: int, *, eta_dec: float = 1.0) -> tuple[float, float]:
+    """The betas that leave exactly ``k`` active modes: ``lo <= beta < hi``.
+
+    ``lo = beta_{k+1}*`` (0 when k = d_star) and ``hi = beta_k*`` (inf for k = 0). When
+    two thresholds coincide the interval is empty (lo == hi) for the k between them.
+    """
+    t = thresholds(spec_or_zeta, eta_dec=eta_dec)
+    k = check_int_at_least("k", k, 0)
+    if k > t.size:
+        raise ValueError(f"k={k} exceeds the number of modes with nonzero zeta ({t.size})")
+    hi = np.inf if k == 0 else float(t[k - 1])
+    lo = 0.0 if k == t.size else float(t[k])
+    return lo, hi
