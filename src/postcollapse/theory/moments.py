@@ -21,7 +21,7 @@ from postcollapse._checks import check_finite_array, check_int_at_least
 
 __all__ = ["Moments"]
 
-DEFAULT_CHUNK = 8192
+DEFAULT_CHUNK = 4096
 
 
 def _as_float64_2d(name: str, a) -> np.ndarray:

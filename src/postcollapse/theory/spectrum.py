@@ -115,7 +115,7 @@ def spectrum(moments: Moments, *, rtol: float = DEFAULT_RTOL) -> Spectrum:
         )
     rtol = check_positive("rtol", rtol)
     a = moments.cov_x
-    lam, q = scipy.linalg.eigh(a, check_finite=False)
+    lam, q = scipy.linalg.eigh(a, check_finite=False, driver="evd")
     lam, q = lam[::-1], q[:, ::-1]
     lmax = lam[0] if lam.size else 0.0
     keep = lam > rtol * lmax if lmax > 0 else np.zeros(lam.shape, bool)
