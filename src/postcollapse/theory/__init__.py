@@ -3,6 +3,14 @@
 Pure numpy/scipy; never imports torch or matplotlib. Conventions: ``../shared/THEORY.md``.
 """
 
+from postcollapse.theory.loss import (
+    FlatVAELoss,
+    VAEGrad,
+    origin_hessian,
+    origin_hessian_min_eig,
+    vae_loss,
+    vae_loss_and_grad,
+)
 from postcollapse.theory.moments import Moments
 from postcollapse.theory.optimum import SIGMA_MODES, Optimum, min_loss, optimum
 from postcollapse.theory.spectrum import (
@@ -24,4 +32,10 @@ __all__ = [
     "optimum",
     "min_loss",
     "SIGMA_MODES",
+    "vae_loss",
+    "vae_loss_and_grad",
+    "VAEGrad",
+    "FlatVAELoss",
+    "origin_hessian",
+    "origin_hessian_min_eig",
 ]

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import check_2d, check_finite_array, check_positive
+from postcollapse._checks import check_2d, check_finite_array, check_int_at_least, check_positive
 
 __all__ = [
     "vae_loss",
@@ -259,8 +259,7 @@ class FlatVAELoss:
 
     @classmethod
     def build(cls, data, *, latent_dim, beta, sigma="learnable", eta_enc=1.0, eta_dec=1.0):
-        from .._checks import check_int_at_least
-
+        """Validate the settings and precompute the moments of ``data`` (see vae_loss)."""
         latent_dim = check_int_at_least("latent_dim", latent_dim, 1)
         beta, eta_enc, eta_dec = _check_scalars(beta, eta_enc, eta_dec)
         if isinstance(sigma, str):
@@ -404,8 +403,6 @@ def origin_hessian(Z, *, sigma2, beta, eta_enc=1.0, eta_dec=1.0, latent_dim=1) -
     H : array (d2*d1 + d0*d1, d2*d1 + d0*d1)
         Ordered as [U.ravel() (row-major, d2 x d1), V.ravel() (row-major, d0 x d1)].
     """
-    from .._checks import check_int_at_least
-
     beta, eta_enc, eta_dec = _check_scalars(beta, eta_enc, eta_dec)
     d1 = check_int_at_least("latent_dim", latent_dim, 1)
     Z = np.asarray(Z, dtype=np.float64)
