@@ -18,6 +18,7 @@ import gzip
 import io
 import os
 import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -217,9 +218,11 @@ def read_csv(path, *, delimiter: str = ",", check_finite: bool = True) -> np.nda
     header_cells = next(csv.reader([lines[first]], delimiter=delimiter))
     skip = first + 1 if not all(_is_number(c.strip()) for c in header_cells) else first
     try:
-        a = np.loadtxt(
-            io.StringIO(text), delimiter=delimiter, skiprows=skip, dtype=np.float64, ndmin=2
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
+            a = np.loadtxt(
+                io.StringIO(text), delimiter=delimiter, skiprows=skip, dtype=np.float64, ndmin=2
+            )
     except ValueError:
         a = None
     if a is None:
