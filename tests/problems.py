@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Problem", "PROBLEMS", "get_problem", "betas_between_thresholds"]
+__all__ = [
+    "Problem",
+    "PROBLEMS",
+    "get_problem",
+    "betas_between_thresholds",
+    "moments_and_spectrum",
+    "fixed_sigma2",
+    "lbfgs_best",
+]
 
 
 @dataclass(frozen=True)
