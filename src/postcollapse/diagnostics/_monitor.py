@@ -49,7 +49,10 @@ def _as_tensor(name: str, a) -> torch.Tensor:
         t = a.detach()
     else:
         try:
-            t = torch.as_tensor(np.asarray(a))
+            arr = np.asarray(a)
+            if not arr.flags.writeable:  # torch warns on read-only buffers
+                arr = arr.copy()
+            t = torch.as_tensor(arr)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"{name} must be a torch tensor or numeric array ({exc})") from None
     if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
