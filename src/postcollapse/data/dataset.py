@@ -16,6 +16,7 @@ the target (it must have the same number of rows).
 
 from __future__ import annotations
 
+import mmap
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,12 +37,57 @@ NAMES = ("synthetic", "mnist")
 DEFAULT_CHUNK_BYTES = 1 << 24
 
 
-def _is_memmap(a: np.ndarray) -> bool:
+def _memmap_base(a) -> np.memmap | None:
     while a is not None:
         if isinstance(a, np.memmap):
-            return True
+            return a
         a = a.base if isinstance(a, np.ndarray) else None
-    return False
+    return None
+
+
+def _is_memmap(a: np.ndarray) -> bool:
+    return _memmap_base(a) is not None
+
+
+class _PageReleaser:
+    """Drop already-streamed rows of a memory-mapped C-contiguous array from this process.
+
+    Pages of a file mapping that have been read stay resident (and count in RSS) until the
+    mapping is closed, so streaming a memory-mapped file would grow RSS to the file size.
+    After each chunk is copied into float64, ``madvise(MADV_DONTNEED)`` unmaps those pages
+    (they stay in the OS page cache; reading them again just re-faults). A no-op where the
+    array is not a C-contiguous memmap or the platform lacks madvise.
+    """
+
+    def __init__(self, a: np.ndarray):
+        self.mm = None
+        base = _memmap_base(a)
+        mm = getattr(base, "_mmap", None)
+        if (
+            mm is None
+            or getattr(base, "mode", None) != "r"  # never drop private (copy-on-write) pages
+            or not a.flags.c_contiguous
+            or not hasattr(mm, "madvise")
+            or not hasattr(mmap, "MADV_DONTNEED")
+        ):
+            return
+        aligned = base.offset - base.offset % mmap.ALLOCATIONGRANULARITY
+        self.pos = a.ctypes.data - base.ctypes.data + (base.offset - aligned)
+        self.row_bytes = a.strides[0] if a.ndim == 2 else a.itemsize
+        self.mm = mm
+
+    def release(self, stop_row: int) -> None:
+        """Release the whole pages holding rows [0, stop_row)."""
+        if self.mm is None:
+            return
+        end = self.pos + stop_row * self.row_bytes
+        end -= end % mmap.PAGESIZE
+        if end <= 0:
+            return
+        try:
+            self.mm.madvise(mmap.MADV_DONTNEED, 0, min(end, len(self.mm)))
+        except (OSError, ValueError):  # pragma: no cover - best effort only
+            self.mm = None
 
 
 def default_chunk_rows(d: int, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
@@ -128,10 +174,13 @@ class Dataset:
             chunk_size = default_chunk_rows(d_row)
         chunk_size = check_int_at_least("chunk_size", chunk_size, 1)
         m = Moments.empty(self.d0, None if self.y is None else self.d2)
+        releasers = [_PageReleaser(a) for a in (self.x, self.y) if a is not None]
         try:
             for start in range(0, self.n_samples, chunk_size):
                 stop = start + chunk_size
                 m = m.update(self.x[start:stop], None if self.y is None else self.y[start:stop])
+                for r in releasers:  # Moments.update copied the rows: drop the mapped pages
+                    r.release(min(stop, self.n_samples))
         except ValueError as exc:
             if "NaN" in str(exc) or "inf" in str(exc):
                 # Moments reports the bad chunk; report the whole array (total count).
