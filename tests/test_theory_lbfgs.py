@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from postcollapse.theory import active_modes, optimum
 from problems import (
@@ -68,3 +70,38 @@ def test_lbfgs_reaches_closed_form_every_interval(name, kind):
     near = [t[0] * 1.001, t[0] * 0.999, t[1] * 1.001, t[1] * 0.999]  # just off thresholds
     for beta in [*betas_between_thresholds(spec.zeta, p.eta_dec), *near]:
         _check(p, kind, beta)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    d0=st.integers(1, 4),
+    d2=st.integers(1, 4),
+    d1=st.integers(1, 4),
+    plain=st.booleans(),
+    kind=st.sampled_from(SIGMAS),
+    log_beta=st.floats(-2.0, 1.5),
+    eta_enc=st.floats(0.4, 2.5),
+    eta_dec=st.floats(0.4, 2.5),
+)
+def test_lbfgs_matches_closed_form_on_random_problems(
+    seed, d0, d2, d1, plain, kind, log_beta, eta_enc, eta_dec
+):
+    from postcollapse.theory import Moments, spectrum
+
+    rng = np.random.default_rng(seed)
+    n = 50
+    x = rng.normal(size=(n, d0)) * rng.uniform(0.3, 2.0, d0) + rng.normal(size=d0)
+    y = None if plain else x @ rng.normal(size=(d0, d2)) + 0.3 * rng.normal(size=(n, d2))
+    m = Moments.from_arrays(x, y)
+    spec = spectrum(m)
+    beta = 10.0**log_beta
+    t = spec.zeta**2 / eta_dec**2
+    # Keep clear of thresholds, where L-BFGS converges sublinearly.
+    assume(np.all(np.abs(t - beta) > 0.02 * beta))
+    sigma = _sigma_arg(kind, d1)
+    o = optimum(spec, latent_dim=d1, beta=beta, sigma=sigma, eta_enc=eta_enc, eta_dec=eta_dec)
+    best, _, _ = lbfgs_best(m, latent_dim=d1, beta=beta, sigma=sigma, eta_enc=eta_enc,
+                            eta_dec=eta_dec, seed=seed % 1000, n_starts=3)
+    gap = (best - o.loss) / abs(o.loss)
+    assert -1e-10 <= gap <= RTOL, (best, o.loss)
