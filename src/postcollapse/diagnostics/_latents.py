@@ -66,6 +66,8 @@ def load_latents(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 def _load_npz(path: Path):
     if not path.exists():
         raise FileNotFoundError(2, "No such file or directory", str(path))
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path.name} is not a readable .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as f:
             keys = list(f.keys())
