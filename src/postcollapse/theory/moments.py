@@ -55,7 +55,7 @@ def _centre(name: str, chunk: np.ndarray, row_offset: int) -> tuple[np.ndarray, 
     return mean, c
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Moments:
     """Central moments of x (and of a target y) over ``n_samples`` rows.
 

@@ -20,7 +20,7 @@ __all__ = ["Optimum", "optimum", "min_loss", "SIGMA_MODES"]
 SIGMA_MODES = ("learnable", "prior")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Optimum:
     """A global minimiser of L_VAE and its value.
 

@@ -20,7 +20,7 @@ __all__ = ["Spectrum", "spectrum", "thresholds", "active_modes", "beta_interval"
 DEFAULT_RTOL = 1e-10
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Spectrum:
     """Spectral summary of (x, y) that determines the linear VAE's global minimum.
 
