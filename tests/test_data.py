@@ -187,3 +187,31 @@ def test_rank_deficient_data_is_handled(tmp_path):
     s = spectrum(load(tmp_path / "rd.npy").moments())
     assert s.rank == 4 and s.d0 == 6
     assert np.all(np.isfinite(s.zeta))
+
+
+def _status_mib(key: str) -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0
+    raise KeyError(key)
+
+
+def test_streaming_memmap_does_not_keep_the_file_resident(tmp_path):
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:  # reset peak RSS (VmHWM), Linux
+            fh.write("5")
+        _status_mib("VmHWM")
+    except OSError:
+        pytest.skip("needs Linux /proc/self/clear_refs")
+    path = tmp_path / "big.npy"
+    np.save(path, np.random.default_rng(0).random((80_000, 64)))  # 39 MiB
+    ds = load(path)
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    base = _status_mib("VmRSS")
+    m = ds.moments(chunk_size=2048)  # 1 MiB chunks
+    growth = _status_mib("VmHWM") - base
+    assert m.n_samples == 80_000
+    # Without releasing streamed pages the mapped file would add ~39 MiB.
+    assert growth < 15, f"peak RSS grew by {growth:.1f} MiB while streaming a 39 MiB file"

@@ -33,8 +33,8 @@ __all__ = ["Dataset", "load", "NAMES", "DEFAULT_CHUNK_BYTES"]
 NAMES = ("synthetic", "mnist")
 
 # Rows per chunk when streaming into Moments: about this many bytes of float64 per chunk.
-# Large enough that BLAS syrk runs near peak, small enough to bound memory (16 MiB).
-DEFAULT_CHUNK_BYTES = 1 << 24
+# Large enough that BLAS syrk runs near peak, small enough to bound memory (32 MiB).
+DEFAULT_CHUNK_BYTES = 1 << 25
 
 
 def _memmap_base(a) -> np.memmap | None:
@@ -159,7 +159,7 @@ class Dataset:
         Parameters
         ----------
         chunk_size : int, optional
-            Rows per chunk; default about 16 MiB of float64 per chunk. Memory-mapped data
+            Rows per chunk; default about 32 MiB of float64 per chunk. Memory-mapped data
             are read one chunk at a time, so peak memory is about one chunk (plus its
             centred float64 copy) and the d x d moments.
 
