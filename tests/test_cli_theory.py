@@ -153,6 +153,12 @@ def bad_files(tmp_path):
     x[5, 0] = np.inf
     f["nan"] = tmp_path / "nan.npz"
     np.savez(f["nan"], x=x)
+    big = np.ones((5000, 3))
+    big[:, 0] = np.arange(5000)
+    big[4000, 2] = np.inf
+    big[4500:4502, 1] = np.nan
+    f["nannpy"] = tmp_path / "nan.npy"  # memory-mapped: found while streaming
+    np.save(f["nannpy"], big)
     x = np.arange(20.0).reshape(10, 2)
     f["x10"] = tmp_path / "x10.npy"
     np.save(f["x10"], x)
@@ -175,6 +181,8 @@ def bad_files(tmp_path):
         (["thresholds", "{corrupt}"], r"cannot read .*corrupt\.npy as \.npy"),
         (["thresholds", "{csv}"], r"non-numeric value 'four' at line 3, column 2"),
         (["thresholds", "{nan}"], r"1 NaN and 1 inf value\(s\); the first is at row 3, column 1"),
+        (["thresholds", "{nannpy}"],
+         r"nan\.npy: x holds 2 NaN and 1 inf value\(s\); the first is at row 4000, column 2"),
         (["thresholds", "{x10}", "--target", "{y9}"], r"10 rows but the target .* has 9"),
         (["thresholds", "{rows1}"], r"1 row\(s\); at least 2 are needed"),
         (["thresholds", "cifar10"], r"unknown data set 'cifar10'"),
