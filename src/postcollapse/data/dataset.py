@@ -173,8 +173,17 @@ class Dataset:
         if chunk_size is None:
             chunk_size = default_chunk_rows(d_row)
         chunk_size = check_int_at_least("chunk_size", chunk_size, 1)
-        m = Moments.empty(self.d0, None if self.y is None else self.d2)
         releasers = [_PageReleaser(a) for a in (self.x, self.y) if a is not None]
+        if not any(r.mm is not None for r in releasers):
+            # In memory (or a memmap whose pages cannot be released): one library call,
+            # so any faster bulk kernel in Moments.from_arrays applies here too.
+            try:
+                return Moments.from_arrays(self.x, self.y, chunk_size=chunk_size)
+            except ValueError as exc:
+                if "NaN" in str(exc) or "inf" in str(exc):
+                    self.check_finite()
+                raise
+        m = Moments.empty(self.d0, None if self.y is None else self.d2)
         try:
             for start in range(0, self.n_samples, chunk_size):
                 stop = start + chunk_size
