@@ -40,6 +40,8 @@ def _parse():
     p.add_argument("--threads", type=int, default=1,
                    help="BLAS threads (default 1: stable on a shared 2-core machine)")
     p.add_argument("--data", default=None, help="DATA for postcollapse.data.load instead")
+    p.add_argument("--profile", action="store_true",
+                   help="also break the library path down into stages (CPU time)")
     return p.parse_args()
 
 
@@ -146,6 +148,50 @@ def proposed_c(x):
     return eigvals_only(fast_moments(x, skip_shift_if_safe=True))
 
 
+def profile(x, repeats: int) -> None:
+    """CPU time of each stage of Moments.from_arrays + spectrum, relative to bare X^T X."""
+    from postcollapse.theory.moments import DEFAULT_CHUNK
+
+    n, d = x.shape
+    chunks = [x[i : i + DEFAULT_CHUNK] for i in range(0, n, DEFAULT_CHUNK)]
+    copies = [np.array(c, dtype=np.float64, copy=True) for c in chunks]
+    means = [c.mean(axis=0) for c in chunks]
+    m = Moments.from_arrays(x)
+    zero = np.zeros((d, d))
+
+    def subtract():
+        for c, mu in zip(copies, means, strict=True):
+            c -= mu
+
+    def merges():
+        acc = Moments(chunks[0].shape[0], means[0], zero)
+        for c, mu in zip(chunks[1:], means[1:], strict=True):
+            acc = acc.merge(Moments(c.shape[0], mu, zero))
+
+    stages = {
+        "bare X^T X": lambda: x.T @ x,
+        "copy to float64 (per chunk)": lambda: [np.array(c, dtype=np.float64) for c in chunks],
+        "chunk means": lambda: [c.mean(axis=0) for c in chunks],
+        "subtract means (in place)": subtract,
+        "chunk X^T X (syrk + fill)": lambda: [c.T @ c for c in copies],
+        "Chan merges (d x d temporaries)": merges,
+        "Moments.from_arrays total": lambda: Moments.from_arrays(x),
+        "spectrum (eigh with vectors)": lambda: spectrum(m),
+        "eigh eigenvalues only": lambda: eigvals_only(m),
+    }
+    t = {k: [] for k in stages}
+    for _ in range(repeats):
+        for k, f in stages.items():
+            c0 = time.process_time()
+            f()
+            t[k].append(time.process_time() - c0)
+    base = np.array(t["bare X^T X"])
+    print(f"\n# stage breakdown, {len(chunks)} chunks of {DEFAULT_CHUNK} rows (CPU time, "
+          "median of per-repeat ratios to bare X^T X)")
+    for k in stages:
+        print(f"{k:<34} {np.median(np.array(t[k]) / base):>6.3f}   ({min(t[k]):.3f} s)")
+
+
 def bare(x):
     return x.T @ x
 
@@ -206,6 +252,9 @@ def main() -> int:
     ref_m = Moments.from_arrays(x)
     err = np.abs(check.m_xx - ref_m.m_xx).max() / np.abs(ref_m.m_xx).max()
     print(f"# proposed kernel vs Moments.from_arrays: max rel. difference of m_xx {err:.1e}")
+
+    if ARGS.profile:
+        profile(x, repeats)
 
     # ------------------------------------------------------------ accuracy far from zero
     ref = ours(x)  # eigenvalues of Cov(X) (population), descending
