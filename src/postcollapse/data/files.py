@@ -321,7 +321,9 @@ def load_idx(path, *, scale: bool = True, flatten: bool = True) -> np.ndarray:
     if not scale:
         return a.astype(dtype.newbyteorder("="))
     if dtype == np.dtype(">u1"):
-        return a.astype(np.float64) / 255.0
+        out = a.astype(np.float64)
+        out /= 255.0  # in place: one float64 copy of the images, not two
+        return out
     return a.astype(np.float64)
 
 
