@@ -55,6 +55,80 @@ def _centre(name: str, chunk: np.ndarray, row_offset: int) -> tuple[np.ndarray, 
     return mean, c
 
 
+def _shifted_chunks(name, a, shift, buf, chunk_size):
+    """Yield (start, a[start:stop] - shift) as float64 in one reused buffer (one pass)."""
+    for start in range(0, a.shape[0], chunk_size):
+        rows = a[start : start + chunk_size]
+        b = buf[: rows.shape[0]]
+        np.subtract(rows, shift, out=b, casting="unsafe")
+        yield start, b
+
+
+def _check_sum(name, s, chunk, start):
+    if not np.isfinite(s).all():
+        _centre(name, chunk, start)  # raises with the position of the first bad value
+        raise ValueError(f"{name} overflows float64 when summed")  # pragma: no cover
+
+
+def _bulk(cls, x, y, chunk_size):
+    """Moments of whole arrays: fixed shift, reused buffers, in-place BLAS accumulation.
+
+    Shift by the first chunk's mean (THEORY.md: accumulate after subtracting a fixed
+    shift), subtract it in one fused pass into a reused buffer, and let dsyrk add the
+    upper triangle of B^T B into one accumulator (beta=1, in place). The mean correction
+    n dm dm^T is applied once; dm = mean - shift is small, so it cancels nothing.
+    """
+    from scipy.linalg.blas import dgemm, dsyrk
+
+    n, d0 = x.shape
+    k = min(n, chunk_size)
+    sx = np.asarray(x[:k], dtype=np.float64).mean(axis=0)
+    if not np.isfinite(sx).all():
+        _centre("x", x[:k], 0)
+    bx = np.empty((k, d0))
+    acc = np.zeros((d0, d0), order="F")
+    tx = np.zeros(d0)
+    if y is None:
+        for start, b in _shifted_chunks("x", x, sx, bx, chunk_size):
+            s = b.sum(axis=0)
+            _check_sum("x", s, x[start : start + chunk_size], start)
+            tx += s
+            # b (rows, d0) C-contiguous => b.T (d0, rows) F-contiguous: acc += b^T b.
+            acc = dsyrk(1.0, b.T, beta=1.0, c=acc, trans=0, lower=0, overwrite_c=1)
+        dx = tx / n
+        m_xx = np.triu(acc)
+        m_xx += np.triu(acc, 1).T
+        m_xx -= n * np.outer(dx, dx)
+        return cls(n, sx + dx, m_xx)
+    d2 = y.shape[1]
+    sy = np.asarray(y[:k], dtype=np.float64).mean(axis=0)
+    if not np.isfinite(sy).all():
+        _centre("y (target)", y[:k], 0)
+    by = np.empty((k, d2))
+    acc_yx = np.zeros((d2, d0), order="F")
+    ty = np.zeros(d2)
+    syy = 0.0
+    chunks = zip(_shifted_chunks("x", x, sx, bx, chunk_size),
+                 _shifted_chunks("y (target)", y, sy, by, chunk_size), strict=True)
+    for (start, b), (_, c) in chunks:
+        s = b.sum(axis=0)
+        _check_sum("x", s, x[start : start + chunk_size], start)
+        t = c.sum(axis=0)
+        _check_sum("y (target)", t, y[start : start + chunk_size], start)
+        tx += s
+        ty += t
+        acc = dsyrk(1.0, b.T, beta=1.0, c=acc, trans=0, lower=0, overwrite_c=1)
+        # acc_yx += c^T b  (c.T (d2, rows) and b (rows, d0) as F-contiguous b.T transposed)
+        acc_yx = dgemm(1.0, c.T, b.T, beta=1.0, c=acc_yx, trans_b=1, overwrite_c=1)
+        syy += float(np.einsum("ij,ij->", c, c))
+    dx, dy = tx / n, ty / n
+    m_xx = np.triu(acc)
+    m_xx += np.triu(acc, 1).T
+    m_xx -= n * np.outer(dx, dx)
+    return cls(n, sx + dx, m_xx, sy + dy, np.ascontiguousarray(acc_yx) - n * np.outer(dy, dx),
+               syy - n * float(dy @ dy))
+
+
 @dataclass(frozen=True, eq=False)
 class Moments:
     """Central moments of x (and of a target y) over ``n_samples`` rows.
@@ -106,11 +180,9 @@ class Moments:
                     "they must have the same number of rows"
                 )
         chunk_size = check_int_at_least("chunk_size", chunk_size, 1)
-        m = cls.empty(x.shape[1], None if y is None else y.shape[1])
-        for start in range(0, x.shape[0], chunk_size):
-            stop = start + chunk_size
-            m = m.update(x[start:stop], None if y is None else y[start:stop])
-        return m
+        if x.shape[0] == 0:
+            return cls.empty(x.shape[1], None if y is None else y.shape[1])
+        return _bulk(cls, x, y, chunk_size)
 
     # ------------------------------------------------------------------ updates
     def update(self, x, y=None) -> Moments:
