@@ -12,6 +12,7 @@ from postcollapse.theory import (
     beta_interval,
     min_loss,
     optimum,
+    spectrum,
     thresholds,
 )
 from problems import PROBLEMS, fixed_sigma2, moments_and_spectrum
@@ -126,3 +127,17 @@ def test_optimum_invariants_on_random_spectra(zeta, beta, eta_enc, eta_dec, d1):
     assert o.n_active == active_modes(spec, beta, eta_dec=eta_dec, latent_dim=d1)
     assert np.all(o.sigma2 <= eta_enc**2 * (1 + 1e-12))
     np.testing.assert_allclose(o.sigma2[~o.active], eta_enc**2, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(PROBLEMS))
+def test_spectrum_without_vectors_has_the_same_values(name):
+    """vectors=False (the thresholds command's path) gives the same zeta, rank and residual,
+    and refuses to build an optimum instead of returning a wrong one."""
+    _, _, m, full = moments_and_spectrum(PROBLEMS[name])
+    light = spectrum(m, vectors=False)
+    np.testing.assert_allclose(light.zeta, full.zeta, rtol=1e-10, atol=1e-12)
+    assert light.rank == full.rank
+    assert light.residual == pytest.approx(full.residual, rel=1e-8, abs=1e-10)
+    assert light.F is None and light.G is None and not light.has_vectors
+    with pytest.raises(ValueError, match="vectors=False"):
+        optimum(light, latent_dim=2, beta=1e-3)

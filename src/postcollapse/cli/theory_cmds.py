@@ -70,13 +70,13 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_optimum)
 
 
-def _spectrum_of(args):
+def _spectrum_of(args, *, vectors: bool = True):
     """Load DATA (+ target) and return (Dataset, Spectrum)."""
     from postcollapse.data import load
     from postcollapse.theory import spectrum
 
     ds = load(args.data, target=args.target)
-    return ds, spectrum(ds.moments())
+    return ds, spectrum(ds.moments(), vectors=vectors)
 
 
 def _header_lines(ds, spec) -> list[str]:
@@ -98,7 +98,7 @@ def cmd_thresholds(args) -> int:
 
     eta_dec = check_positive("--eta-dec", args.eta_dec)
     top = None if args.top is None else check_int_at_least("--top", args.top, 1)
-    ds, spec = _spectrum_of(args)
+    ds, spec = _spectrum_of(args, vectors=False)  # thresholds need singular values only
     zeta = spec.zeta
     beta = thresholds(spec, eta_dec=eta_dec)
     if args.json:

@@ -173,6 +173,7 @@ def optimum(
     g_cols = np.zeros((spec.d0, d1))
     valid = mode < spec.d_star
     if valid.any():
+        spec._need_vectors()
         f_cols[:, valid] = spec.F[:, mode[valid]]
         g_cols[:, valid] = spec.whitened_G[:, mode[valid]]
     U = f_cols * lam

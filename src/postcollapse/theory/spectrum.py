@@ -28,8 +28,9 @@ class Spectrum:
     ----------
     zeta : ndarray of shape (d_star,)
         Singular values of Z in descending order, d_star = min(rank A, d2).
-    F : ndarray of shape (d2, d_star)
-        Left singular vectors of Z.
+    F : ndarray of shape (d2, d_star), or None
+        Left singular vectors of Z (None when computed with ``vectors=False``; so are G and
+        eigvecs).
     G : ndarray of shape (d0, d_star)
         Right singular vectors of Z (in the range of A).
     rank : int
@@ -50,12 +51,12 @@ class Spectrum:
     """
 
     zeta: np.ndarray
-    F: np.ndarray
-    G: np.ndarray
+    F: np.ndarray | None
+    G: np.ndarray | None
     rank: int
     residual: float
     eigvals: np.ndarray
-    eigvecs: np.ndarray
+    eigvecs: np.ndarray | None
     mean_x: np.ndarray
     mean_y: np.ndarray
     s_yy: float
@@ -70,18 +71,32 @@ class Spectrum:
         return self.zeta.shape[0]
 
     @property
+    def has_vectors(self) -> bool:
+        return self.eigvecs is not None
+
+    def _need_vectors(self) -> None:
+        if not self.has_vectors:
+            raise ValueError(
+                "this Spectrum was computed with vectors=False; use spectrum(moments) for "
+                "the singular vectors"
+            )
+
+    @property
     def a_inv_sqrt(self) -> np.ndarray:
         """A^{-1/2} on the range of A, shape (d0, d0)."""
+        self._need_vectors()
         return (self.eigvecs / np.sqrt(self.eigvals)) @ self.eigvecs.T
 
     @property
     def Z(self) -> np.ndarray:
         """Z = C A^{-1/2} = F diag(zeta) G^T, shape (d2, d0)."""
+        self._need_vectors()
         return (self.F * self.zeta) @ self.G.T
 
     @property
     def whitened_G(self) -> np.ndarray:
         """A^{-1/2} G, shape (d0, d_star): the input directions of W* (W* = A^{-1/2} G Theta)."""
+        self._need_vectors()
         return (self.eigvecs / np.sqrt(self.eigvals)) @ (self.eigvecs.T @ self.G)
 
     def zeta_padded(self, k: int) -> np.ndarray:
@@ -93,7 +108,7 @@ class Spectrum:
         return out
 
 
-def spectrum(moments: Moments, *, rtol: float = DEFAULT_RTOL) -> Spectrum:
+def spectrum(moments: Moments, *, rtol: float = DEFAULT_RTOL, vectors: bool = True) -> Spectrum:
     """Compute Z = C A^{-1/2}, its SVD and the regression residual from moments.
 
     Parameters
@@ -102,6 +117,9 @@ def spectrum(moments: Moments, *, rtol: float = DEFAULT_RTOL) -> Spectrum:
         Central moments of x (and y; plain VAE when y = x).
     rtol : float, default 1e-10
         Eigenvalues of A below ``rtol * max eigenvalue`` are treated as zero.
+    vectors : bool, default True
+        False skips the singular vectors (F, G, eigvecs are then None): enough for zeta,
+        thresholds and the loss curve, and faster for a plain VAE (eigenvalues only).
 
     Returns
     -------
@@ -115,12 +133,17 @@ def spectrum(moments: Moments, *, rtol: float = DEFAULT_RTOL) -> Spectrum:
         )
     rtol = check_positive("rtol", rtol)
     a = moments.cov_x
-    lam, q = scipy.linalg.eigh(a, check_finite=False, driver="evd")
-    lam, q = lam[::-1], q[:, ::-1]
+    if vectors or not moments.plain:
+        lam, q = scipy.linalg.eigh(a, check_finite=False, driver="evd")
+        lam, q = lam[::-1], q[:, ::-1]
+    else:
+        lam = scipy.linalg.eigvalsh(a, check_finite=False, driver="evd")[::-1]
+        q = None
     lmax = lam[0] if lam.size else 0.0
     keep = lam > rtol * lmax if lmax > 0 else np.zeros(lam.shape, bool)
     rank = int(keep.sum())
-    lam_k, q_k = lam[keep], np.ascontiguousarray(q[:, keep])
+    lam_k = lam[keep]
+    q_k = None if q is None else np.ascontiguousarray(q[:, keep])
     s_yy = moments.s_yy
     if moments.plain:
         # Z = A^{1/2}: its singular values are sqrt(eigenvalues), F = G = eigenvectors.
@@ -130,7 +153,10 @@ def spectrum(moments: Moments, *, rtol: float = DEFAULT_RTOL) -> Spectrum:
     else:
         # Z restricted to the range of A: Zr = C Q_k diag(lam^-1/2) (d2, rank); Z = Zr Q_k^T.
         zr = (moments.cov_yx @ q_k) / np.sqrt(lam_k)
-        if rank:
+        if rank and not vectors:
+            zeta = scipy.linalg.svdvals(zr, check_finite=False)
+            f = g = q_k = None
+        elif rank:
             f, zeta, gr_t = scipy.linalg.svd(zr, full_matrices=False, check_finite=False)
             g = q_k @ gr_t.T
         else:
@@ -141,8 +167,8 @@ def spectrum(moments: Moments, *, rtol: float = DEFAULT_RTOL) -> Spectrum:
     d_star = min(rank, moments.d2)
     return Spectrum(
         zeta=np.ascontiguousarray(zeta[:d_star]),
-        F=np.ascontiguousarray(f[:, :d_star]),
-        G=np.ascontiguousarray(g[:, :d_star]),
+        F=None if f is None else np.ascontiguousarray(f[:, :d_star]),
+        G=None if g is None else np.ascontiguousarray(g[:, :d_star]),
         rank=rank,
         residual=float(residual),
         eigvals=lam_k,
