@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-train = pytest.importorskip("postcollapse.train")
-
+import postcollapse.train as train
 from postcollapse import theory  # noqa: E402
 from postcollapse.diagnostics import (  # noqa: E402
     CollapseMonitor,

@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-torch = pytest.importorskip("torch")
+import torch
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "monitor_vae.py"
 
