@@ -8,7 +8,7 @@ PIP = $(PY) -m pip
 # whereas an unpinned torch would pull a multi-GB CUDA build.
 install:
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,scale]"
 
 demo: install
 	$(PY) -m postcollapse thresholds mnist
