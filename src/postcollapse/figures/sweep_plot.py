@@ -12,10 +12,26 @@ import numpy as np
 
 from postcollapse.figures.curves import TheoryCurves
 
-__all__ = ["loss_sigma_figure", "rows_to_arrays"]
+__all__ = ["loss_sigma_figure", "rows_to_arrays", "row_ok"]
 
 _MODE_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple",
                  "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+
+
+def _as_bool(v) -> bool:
+    """A flag from a row: a bool, a number, or text such as "True"/"false"/"1" (CSV)."""
+    if isinstance(v, str):
+        return v.strip().lower() in ("true", "1", "yes")
+    return bool(v)
+
+
+def row_ok(r: Mapping) -> bool:
+    """True when a sweep row has a finite loss and did not diverge."""
+    try:
+        loss = float(r["loss"])
+    except (TypeError, ValueError):
+        return False
+    return np.isfinite(loss) and not _as_bool(r.get("diverged", False))
 
 
 def rows_to_arrays(rows: Iterable[Mapping], *, latent_dim: int) -> dict[str, np.ndarray]:
@@ -28,12 +44,7 @@ def rows_to_arrays(rows: Iterable[Mapping], *, latent_dim: int) -> dict[str, np.
     that it pairs with mode i+1 of the theory (the strongest mode has the smallest sigma*).
     Rows that diverged (``diverged`` true or non-finite loss) are dropped.
     """
-    kept = []
-    for r in rows:
-        loss = float(r["loss"])
-        if bool(r.get("diverged", False)) or not np.isfinite(loss):
-            continue
-        kept.append(r)
+    kept = [r for r in rows if row_ok(r)]
     kept.sort(key=lambda r: (float(r["beta"]), int(r.get("seed", 0))))
     sig = np.array(
         [[float(r[f"sigma_{i + 1}"]) for i in range(latent_dim)] for r in kept], dtype=float
