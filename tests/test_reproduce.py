@@ -254,3 +254,29 @@ def test_reproduce_end_to_end_cli_subprocess(tmp_path):
         assert f.get("collapse") == g.get("collapse") and f.get("gaps") == g.get("gaps")
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     assert again["wall_seconds"] < summary["wall_seconds"]
+
+
+def test_every_preset_is_accepted_by_the_sweep_engine(monkeypatch):
+    import inspect
+
+    import postcollapse.train as train
+
+    sig = inspect.signature(train.sweep)
+    seen = []
+
+    def capture(data, **kwargs):
+        sig.bind(data, **kwargs)  # raises TypeError on a misnamed argument
+        seen.append(kwargs)
+
+    monkeypatch.setattr(train, "sweep", capture)
+    ctx = rp._Ctx(out=Path("."), device="cpu", progress=False, log=lambda s: None,
+                  mnist="mnist")
+    for preset in ("quick", "paper", "test"):
+        for fig in rp.FIGURES:
+            cfg = rp.figure_config(fig, preset)
+            assert (cfg.steps is None) != (cfg.epochs is None), (preset, fig)
+            if cfg.optimizer == "lbfgs":  # needs an exact loss and full batch
+                assert cfg.model == "linear" and cfg.batch_size is None
+            rp._sweep(ctx, cfg, "data", [1.0, 2.0], Path("sweep"))
+            assert seen[-1]["resume"] is True and seen[-1]["out"] == Path("sweep")
+    assert len(seen) == 15
