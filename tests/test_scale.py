@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -68,6 +67,11 @@ def test_memmap_default_chunks_and_one_column(tmp_path):
     mm = np.load(tmp_path / "x.npy", mmap_mode="r")
     _assert_same(scale.moments(mm), Moments.from_arrays(x))
     _assert_same(scale.moments(x[:, 0], chunk_rows=64), Moments.from_arrays(x[:, :1]))
+    x[901, 3] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    with pytest.raises(ValueError, match=r"rows 900\.\.999; the first is at row 901, column 3"):
+        scale.moments(mm, chunk_rows=100)
 
 
 def test_merge_tree_is_scheduler_independent_and_spectrum_matches():
@@ -244,7 +248,30 @@ def test_local_cluster_moments_files_and_map_betas(tmp_path):
         np.testing.assert_allclose([r["loss"] for r in rows],
                                    min_loss(spec, betas, latent_dim=3), rtol=1e-14)
         assert [r["beta"] for r in rows] == betas.tolist()
+        x[5, 0] = np.nan
         with pytest.raises(ValueError, match="at row 5, column 0"):
-            x[5, 0] = np.nan
             scale.moments(x, chunk_rows=100)
-    assert dask.config.get("scheduler", None) != "dask.distributed"
+
+
+@pytest.mark.slow
+def test_local_cluster_of_processes(tmp_path):
+    """Separate worker processes: closures and file paths travel, results are equal."""
+    x, y = _data()
+    ref = Moments.from_arrays(x, y)
+    paths, targets = _shards(tmp_path, x, y, (300, 700))
+    spec = spectrum(ref)
+    betas = np.geomspace(1e-2, 1e2, 6)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                     dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        _assert_same(scale.moments_from_files(paths, target_paths=targets), ref)
+        _assert_same(scale.moments(da.from_array(x, chunks=(250, -1)), y), ref)
+        rows = scale.map_betas(_loss_rows(spec), betas, client=client)
+        np.testing.assert_allclose([r["loss"] for r in rows],
+                                   min_loss(spec, betas, latent_dim=3), rtol=1e-14)
+        x[600, 1] = np.nan
+        np.save(paths[1], x[300:])
+        with pytest.raises(ValueError, match=r"x1\.npy holds 1 NaN.*at row 600 \(row 300 of"):
+            scale.moments_from_files(paths)

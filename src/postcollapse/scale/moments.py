@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import uuid
 
 import dask
 import dask.array as da
@@ -69,8 +70,16 @@ def _nonfinite_error(name: str, a, *, offset: int, where: str = "") -> ValueErro
 
 
 def _block_moments(x, y, offset: int) -> Moments:
-    """Moments of one in-memory row block; NaN/inf errors name the global row."""
+    """Moments of one row block; NaN/inf errors name the global row.
+
+    A memory-mapped block is streamed by ``Dataset.moments``, which releases the pages it
+    has read (RSS stays near a chunk); a block in memory is one ``Moments.from_arrays``.
+    """
     try:
+        if x.shape[0] >= 2:
+            ds = Dataset("x", x, y)
+            if ds.memory_mapped:
+                return ds.moments()
         return Moments.from_arrays(x, y)
     except ValueError:
         for name, a in (("x", x), ("y (target)", y)):
@@ -138,25 +147,19 @@ def _tree_reduce(parts: list, split_every: int, scheduler) -> Moments:
     return m
 
 
-def _as_dask_2d(name: str, a, row_chunks):
-    """A 2-D dask array of ``a`` (wrapped with ``row_chunks`` rows when not dask yet)."""
-    if not isinstance(a, da.Array):
-        if not all(hasattr(a, attr) for attr in ("shape", "dtype", "ndim", "__getitem__")):
-            a = np.asarray(a)
-        if a.ndim == 1:
-            a = a[:, None]
-        if a.ndim != 2:
-            raise ValueError(
-                f"{name} must be a 2-D array (n_samples, n_features), got shape {a.shape}"
-            )
-        a = da.from_array(a, chunks=(row_chunks(a), -1))
+def _check_2d(name: str, a):
+    """``a`` as a 2-D dask array or array-like (1-D: one column); check dtype and chunks."""
+    if not isinstance(a, da.Array) and not all(
+        hasattr(a, attr) for attr in ("shape", "dtype", "ndim", "__getitem__")
+    ):
+        a = np.asarray(a)
     if a.ndim == 1:
-        a = a[:, None]
+        a = a[:, None]  # a view: a memory map stays a memory map
     if a.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (n_samples, n_features), got shape {a.shape}")
     if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a):
         raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
-    if any(math.isnan(c) for c in a.chunks[0]):
+    if isinstance(a, da.Array) and any(math.isnan(c) for c in a.chunks[0]):
         raise ValueError(
             f"{name} has unknown row chunk sizes (nan); call "
             f"{name.split()[0]}.compute_chunk_sizes() first"
@@ -164,41 +167,45 @@ def _as_dask_2d(name: str, a, row_chunks):
     return a
 
 
-def _row_blocks(x, y, chunk_rows):
-    """Dask arrays of x and y with the same row chunks and one column chunk each."""
+def _rows(a, start: int, stop: int):
+    return a[start:stop]
+
+
+def _delayed_blocks(a, row_chunks: tuple) -> list:
+    """One delayed (rows, d) block of ``a`` per entry of ``row_chunks``.
+
+    A dask array is rechunked to these rows and one column block. Any other array is
+    put in the graph once under a random name and sliced by tasks: ``from_array`` would
+    copy it and hash its data (dask >= 2024), and read a memory map into memory whole.
+    """
+    if isinstance(a, da.Array):
+        return list(a.rechunk((row_chunks, -1)).to_delayed().ravel())
+    ref = dask.delayed(a, name=f"postcollapse-array-{uuid.uuid4().hex}", traverse=False)
+    bounds = np.concatenate([[0], np.cumsum(row_chunks)]).astype(int)
+    return [
+        dask.delayed(_rows, pure=True)(ref, int(lo), int(hi))
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+
+
+def _row_chunks(x, y, chunk_rows) -> tuple:
+    """Common row blocks of x and y: chunk_rows, else a dask input's, else ~32 MiB each."""
+    n = x.shape[0]
     if chunk_rows is not None:
         chunk_rows = check_int_at_least("chunk_rows", chunk_rows, 1)
-    shared = x if isinstance(x, da.Array) else y if isinstance(y, da.Array) else None
-
-    def row_chunks(a):
-        if chunk_rows is not None:
-            return chunk_rows
-        if shared is not None and shared.ndim >= 1 and shared.shape[0] == a.shape[0]:
-            return shared.chunks[0]  # follow the dask array's blocks
-        d = a.shape[1] if a.ndim == 2 else 1
-        if y is not None:
-            d += np.shape(y)[1] if np.ndim(y) == 2 else 1
-        return default_chunk_rows(d)
-
-    x = _as_dask_2d("x", x, row_chunks)
-    if y is not None:
-        y = _as_dask_2d("y (target)", y, row_chunks)
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"x has {x.shape[0]} rows but the target y has {y.shape[0]}; "
-                "they must have the same number of rows"
-            )
-    rechunk = {0: chunk_rows} if chunk_rows is not None else {}
-    x = x.rechunk({**rechunk, 1: -1})  # a no-op when already one column block
-    if y is not None:
-        y = y.rechunk({**rechunk, 1: -1})
-        if y.chunks[0] != x.chunks[0]:
-            raise ValueError(
-                f"x has row chunks {_describe_chunks(x.chunks[0])} but the target y has "
-                f"{_describe_chunks(y.chunks[0])}; rechunk y with y.rechunk({{0: x.chunks[0]}}) "
-                "or pass chunk_rows= to rechunk both"
-            )
-    return x, y
+        return tuple(min(chunk_rows, n - s) for s in range(0, n, chunk_rows))
+    xc = x.chunks[0] if isinstance(x, da.Array) else None
+    yc = y.chunks[0] if isinstance(y, da.Array) else None
+    if xc is not None and yc is not None and xc != yc:
+        raise ValueError(
+            f"x has row chunks {_describe_chunks(xc)} but the target y has "
+            f"{_describe_chunks(yc)}; rechunk y with y.rechunk({{0: x.chunks[0]}}) "
+            "or pass chunk_rows= to rechunk both"
+        )
+    if xc is not None or yc is not None:
+        return tuple(int(c) for c in (xc if xc is not None else yc))
+    rows = default_chunk_rows(x.shape[1] + (0 if y is None else y.shape[1]))
+    return tuple(min(rows, n - s) for s in range(0, n, rows))
 
 
 def _check_split_every(split_every) -> int:
@@ -219,9 +226,10 @@ def moments(
     Parameters
     ----------
     x : dask array, ndarray or np.memmap, shape (n_samples, d0)
-        A dask array keeps its row blocks (columns are rechunked into one block); other
-        arrays are wrapped with ``dask.array.from_array`` in row blocks of ``chunk_rows``
-        (default about 32 MiB of float64 per block) and read lazily, block by block.
+        A dask array keeps its row blocks (columns are rechunked into one block). Other
+        arrays are neither copied nor hashed: tasks slice them in row blocks of
+        ``chunk_rows`` (default about 32 MiB of float64 per block), so a memory map is
+        read block by block (its streamed pages are released as it goes).
     y : same kinds, shape (n_samples, d2), optional
         The target; None is the plain VAE (target = x). It must have the same row blocks
         as x (a non-dask y follows x's blocks, and vice versa).
@@ -251,12 +259,20 @@ def moments(
     ``moments_from_files`` so that each worker reads its own shard.
     """
     split_every = _check_split_every(split_every)
-    x, y = _row_blocks(x, y, chunk_rows)
+    x = _check_2d("x", x)
+    if y is not None:
+        y = _check_2d("y (target)", y)
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"x has {x.shape[0]} rows but the target y has {y.shape[0]}; "
+                "they must have the same number of rows"
+            )
     if x.shape[0] == 0:
         return Moments.empty(x.shape[1], None if y is None else y.shape[1])
-    xs = x.to_delayed().ravel()
-    ys = y.to_delayed().ravel() if y is not None else [None] * len(xs)
-    offsets = np.concatenate([[0], np.cumsum(x.chunks[0])[:-1]]).astype(int)
+    row_chunks = _row_chunks(x, y, chunk_rows)
+    xs = _delayed_blocks(x, row_chunks)
+    ys = _delayed_blocks(y, row_chunks) if y is not None else [None] * len(xs)
+    offsets = np.concatenate([[0], np.cumsum(row_chunks)[:-1]]).astype(int)
     parts = [
         dask.delayed(_block_moments, pure=True)(bx, by, int(off))
         for bx, by, off in zip(xs, ys, offsets, strict=True)
