@@ -10,8 +10,10 @@ give bit-identical results; it agrees with one-shot ``Moments.from_arrays`` to r
 from __future__ import annotations
 
 import math
+import mmap
 import os
 import uuid
+from dataclasses import dataclass
 
 import dask
 import dask.array as da
@@ -37,7 +39,55 @@ def _describe_chunks(chunks: tuple) -> str:
     return f"({head}, ..., {int(chunks[-1])}; {len(chunks)} blocks)"
 
 
-def _nonfinite_error(name: str, a, *, offset: int, where: str = "") -> ValueError | None:
+@dataclass(frozen=True)
+class _FileRows:
+    """Rows [start, stop) of an array stored in a file, opened by the task that reads them.
+
+    Only this record travels to a worker (the file must be visible there). With
+    ``offset`` (the byte position of row ``start`` of a C-contiguous array) the rows are
+    memory-mapped on their own, so ``Dataset.moments`` can release the pages it has read;
+    without it the ``.npy`` file is memory-mapped whole and sliced.
+    """
+
+    filename: str
+    start: int
+    stop: int
+    dtype: np.dtype | None = None
+    n_cols: int | None = None
+    offset: int | None = None
+    in_messages: bool = True  # name the file and the row within it in NaN/inf messages
+
+    def open(self) -> np.ndarray:
+        if self.offset is None:
+            return _open_npy(self.filename)[self.start : self.stop]
+        return np.memmap(self.filename, dtype=self.dtype, mode="r", offset=self.offset,
+                         shape=(self.stop - self.start, self.n_cols))
+
+
+def _file_position(a) -> tuple[str, int] | None:
+    """(file name, byte position of ``a[0, 0]``) of a C-contiguous memory map, else None.
+
+    ``np.memmap`` slices keep the parent's ``offset``, so the position is found from the
+    data address within the mapping instead (the mapping starts at the offset rounded
+    down to the allocation granularity, as ``np.memmap`` maps it).
+    """
+    if not isinstance(a, np.memmap) or a.filename is None or a.size == 0:
+        return None
+    mm = getattr(a, "_mmap", None)
+    if mm is None or not a.flags.c_contiguous:
+        return None
+    try:
+        mapped = np.frombuffer(mm, dtype=np.uint8)
+    except (TypeError, ValueError, BufferError):  # pragma: no cover - unusual mappings
+        return None
+    into = a.ctypes.data - mapped.ctypes.data
+    del mapped
+    if into < 0 or into + a.nbytes > len(mm):  # pragma: no cover - not this mapping
+        return None
+    return os.fspath(a.filename), int(a.offset - a.offset % mmap.ALLOCATIONGRANULARITY + into)
+
+
+def _nonfinite_error(name: str, a, *, offset: int, source: _FileRows | None = None):
     """ValueError naming the global row of the first NaN/inf in block ``a`` (or None).
 
     ``a`` holds rows ``offset .. offset + len(a) - 1`` of the whole data; it is scanned in
@@ -61,7 +111,9 @@ def _nonfinite_error(name: str, a, *, offset: int, where: str = "") -> ValueErro
     if first is None:
         return None
     stop = offset + a.shape[0] - 1
-    local = f" (row {first[0]} of {where})" if where else ""
+    local = ""
+    if source is not None and source.in_messages:
+        local = f" (row {source.start + first[0]} of {source.filename})"
     return ValueError(
         f"{name} holds {n_nan} NaN and {n_inf} inf value(s) in rows {offset}..{stop}; "
         f"the first is at row {offset + first[0]}{local}, column {first[1]}; "
@@ -69,22 +121,25 @@ def _nonfinite_error(name: str, a, *, offset: int, where: str = "") -> ValueErro
     )
 
 
-def _block_moments(x, y, offset: int) -> Moments:
-    """Moments of one row block; NaN/inf errors name the global row.
+def _block_moments(x, y, offset: int, names=("x", "y (target)")) -> Moments:
+    """Moments of one row block (arrays or ``_FileRows``); NaN/inf errors name the row.
 
     A memory-mapped block is streamed by ``Dataset.moments``, which releases the pages it
     has read (RSS stays near a chunk); a block in memory is one ``Moments.from_arrays``.
     """
+    xa = x.open() if isinstance(x, _FileRows) else x
+    ya = y.open() if isinstance(y, _FileRows) else y
     try:
-        if x.shape[0] >= 2:
-            ds = Dataset("x", x, y)
+        if xa.shape[0] >= 2:
+            ds = Dataset(names[0], xa, ya)
             if ds.memory_mapped:
                 return ds.moments()
-        return Moments.from_arrays(x, y)
+        return Moments.from_arrays(xa, ya)
     except ValueError:
-        for name, a in (("x", x), ("y (target)", y)):
+        for name, spec, a in ((names[0], x, xa), (names[1], y, ya)):
             if a is not None:
-                err = _nonfinite_error(name, a, offset=offset)
+                src = spec if isinstance(spec, _FileRows) else None
+                err = _nonfinite_error(name, a, offset=offset, source=src)
                 if err is not None:
                     raise err from None
         raise
@@ -105,27 +160,14 @@ def _open_npy(path: str) -> np.ndarray:
     return a
 
 
-def _file_block_moments(path, target, start: int, stop: int, offset: int) -> Moments:
-    """Moments of rows [start, stop) of the shard ``path`` (and of ``target``).
-
-    Runs on the worker: the files are memory-mapped there and streamed through
-    ``Dataset.moments``, which releases the pages it has read (RSS stays near a chunk).
-    """
-    x = _open_npy(path)[start:stop]
-    y = None if target is None else _open_npy(target)[start:stop]
-    try:
-        if stop - start >= 2:
-            return Dataset(str(path), x, y).moments()
-        return Moments.from_arrays(x, y)
-    except ValueError:
-        for name, a in ((path, x), (target, y)):
-            if a is not None:
-                err = _nonfinite_error(
-                    f"{name}", a, offset=offset, where=f"{name}, counting from {start}"
-                )
-                if err is not None:
-                    raise err from None
-        raise
+def _file_rows(a, filename: str, start: int, stop: int, *, in_messages: bool) -> _FileRows:
+    """Rows [start, stop) of the memory map ``a`` (of the .npy ``filename``) as _FileRows."""
+    pos = _file_position(a)
+    if pos is None:
+        return _FileRows(filename, start, stop, in_messages=in_messages)
+    row_bytes = a.shape[1] * a.dtype.itemsize
+    return _FileRows(pos[0], start, stop, a.dtype, a.shape[1], pos[1] + start * row_bytes,
+                     in_messages)
 
 
 def _merge_all(*parts: Moments) -> Moments:
@@ -180,8 +222,13 @@ def _delayed_blocks(a, row_chunks: tuple) -> list:
     """
     if isinstance(a, da.Array):
         return list(a.rechunk((row_chunks, -1)).to_delayed().ravel())
-    ref = dask.delayed(a, name=f"postcollapse-array-{uuid.uuid4().hex}", traverse=False)
     bounds = np.concatenate([[0], np.cumsum(row_chunks)]).astype(int)
+    if _file_position(a) is not None:  # a memory map: tasks map their own rows
+        return [
+            _file_rows(a, None, int(lo), int(hi), in_messages=False)
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
+    ref = dask.delayed(a, name=f"postcollapse-array-{uuid.uuid4().hex}", traverse=False)
     return [
         dask.delayed(_rows, pure=True)(ref, int(lo), int(hi))
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
@@ -357,11 +404,15 @@ def moments_from_files(
     parts = []
     offset = 0
     for p, t, (n, _) in zip(paths, targets, shapes, strict=True):
+        xm = _open_npy(p)
+        ym = None if t is None else _open_npy(t)
         step = n if chunk_rows is None else chunk_rows
         for start in range(0, n, max(step, 1)):
             stop = min(start + step, n)
+            xr = _file_rows(xm, p, start, stop, in_messages=True)
+            yr = None if ym is None else _file_rows(ym, t, start, stop, in_messages=True)
             parts.append(
-                dask.delayed(_file_block_moments, pure=True)(p, t, start, stop, offset + start)
+                dask.delayed(_block_moments, pure=True)(xr, yr, offset + start, (p, t))
             )
         offset += n
     if not parts:
