@@ -215,3 +215,18 @@ def test_streaming_memmap_does_not_keep_the_file_resident(tmp_path):
     assert m.n_samples == 80_000
     # Without releasing streamed pages the mapped file would add ~39 MiB.
     assert growth < 15, f"peak RSS grew by {growth:.1f} MiB while streaming a 39 MiB file"
+
+
+def test_page_releaser_positions_memmap_slices_within_the_mapping(tmp_path):
+    """A memmap slice inherits its parent's offset; the releaser must still locate the
+    slice's own rows in the mapping (else it drops pages it never read)."""
+    from postcollapse.data.dataset import _PageReleaser
+
+    path = tmp_path / "a.npy"
+    np.save(path, np.arange(20000 * 8, dtype=np.float64).reshape(20000, 8))
+    mm = np.load(path, mmap_mode="r")
+    row = mm.strides[0]
+    for start in (0, 1000, 5000):
+        r = _PageReleaser(mm[start:])
+        assert r.mm is not None
+        assert r.pos == mm.offset + start * row

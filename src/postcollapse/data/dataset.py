@@ -71,8 +71,11 @@ class _PageReleaser:
             or not hasattr(mmap, "MADV_DONTNEED")
         ):
             return
-        aligned = base.offset - base.offset % mmap.ALLOCATIONGRANULARITY
-        self.pos = a.ctypes.data - base.ctypes.data + (base.offset - aligned)
+        # Position of a's first byte within the mapping, from the mapping's own address: a
+        # memmap slice (mm[1000:]) inherits its parent's ``offset``, so base-relative
+        # arithmetic would miss the slice's start.
+        start = np.frombuffer(mm, dtype=np.uint8, count=1).ctypes.data
+        self.pos = a.ctypes.data - start
         self.row_bytes = a.strides[0] if a.ndim == 2 else a.itemsize
         self.mm = mm
 
