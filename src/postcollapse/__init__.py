@@ -11,7 +11,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = ("theory", "data", "models", "train", "diagnostics", "figures")
+_LAZY_SUBMODULES = ("theory", "data", "models", "train", "diagnostics", "figures", "scale")
 
 __all__ = ["__version__", *_LAZY_SUBMODULES]
 
