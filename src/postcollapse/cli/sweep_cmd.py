@@ -112,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"{'beta':>10} {'seed':>4} {'loss':>12} {'theory':>12} {'AU':>3} {'th':>3}  state")
         for r in res.rows:
-            state = "diverged" if r["diverged"] else ("converged" if r["converged"] else "max steps")
+            state = ("diverged" if r["diverged"]
+                     else "converged" if r["converged"] else "max steps")
             print(f"{r['beta']:10.4g} {r['seed']:4d} {r['loss']:12.6g} {r['theory_loss']:12.6g} "
                   f"{r['active_units']:3d} {r['theory_active']:3d}  {state}")
     print(f"wrote {args.out}/results.csv ({len(res.rows)} rows), {args.out}/sweep.json, "

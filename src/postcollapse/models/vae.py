@@ -265,7 +265,8 @@ class BatchedVAE(nn.Module):
             return x.unsqueeze(0)
         if x.dim() == 3 and x.shape[0] in (1, self.n_members):
             return x
-        raise ValueError(f"x must have shape (n, d) or ({self.n_members}, n, d); got {tuple(x.shape)}")
+        raise ValueError(f"x must have shape (n, d) or ({self.n_members}, n, d); "
+                         f"got {tuple(x.shape)}")
 
     def _logvar_const(self, p) -> torch.Tensor:
         """log sigma^2 (K, 1, d1) for the data-independent modes."""

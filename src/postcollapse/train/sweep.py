@@ -24,9 +24,9 @@ from postcollapse._checks import check_finite_array, check_int_at_least, check_p
 from postcollapse._io import atomic_path, atomic_write_json, atomic_write_text
 from postcollapse.models import (
     ARCHITECTURES,
-    MomentTensors,
     SIGMA_MODES,
     BatchedVAE,
+    MomentTensors,
     evaluate_loss,
     exact_loss,
     member_seed,
@@ -66,8 +66,9 @@ class SweepResult:
         One per (beta, seed), beta-major; keys are :func:`result_columns`.
         ``loss = rec + beta * kl``; ``active_units`` counts the coordinates with
         Var_x(mu_j) > 0.01 (Burda et al. 2016), ``active_modes`` the eigenvalues of
-        Cov_x(mu) above 0.01 (rotation invariant); ``kl`` is the KL in nats (unweighted) and ``kl_j`` its
-        part in latent dimension j; ``sigma_j`` is the mean of sigma over the training set.
+        Cov_x(mu) above 0.01 (rotation invariant); ``kl`` is the KL in nats (unweighted)
+        and ``kl_j`` its part in latent dimension j; ``sigma_j`` is the mean of sigma over
+        the training set.
         Dimensions are ordered by ``sigma_j`` descending, and ``kl_j`` is the same
         dimension as ``sigma_j``.
     config : dict
@@ -399,7 +400,8 @@ def sweep(
     checkpoint_seconds : float
         Wall time between periodic checkpoints (with ``out``).
     callback : callable, optional
-        callback(info) at each convergence check, info a dict (step, active, loss).
+        callback(info) at each convergence check, info a dict (step, active, loss, model).
+        Changing ``info["model"].flat`` changes the training (Adam); tests use it.
     precondition : bool, optional
         L-BFGS in whitened coordinates of the encoder weights, W = V (Lambda + delta)^-1/2
         theta with A = Cov(x) = V Lambda V^T (default: on for L-BFGS with a linear encoder).
@@ -678,8 +680,10 @@ def sweep(
                         bar.set_postfix(active=n_active, best=f"{float(ll.min()):.5g}",
                                         worst=f"{float(ll.max()):.5g}", refresh=False)
                     if callback is not None:
+                        if lbfgs is not None:
+                            _lbfgs_to_net()
                         callback({"step": st["step"], "active": n_active,
-                                  "loss": st["last_loss"].cpu().numpy()})
+                                  "loss": st["last_loss"].cpu().numpy(), "model": net})
                     if ckpt_path is not None and now - last_ckpt >= checkpoint_seconds:
                         save_checkpoint()
                         last_ckpt = now
