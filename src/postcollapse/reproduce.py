@@ -426,7 +426,12 @@ def _sweep_figure(ctx: _Ctx, cfg: FigureConfig) -> dict:
             f"beta_i* = {', '.join(f'{t:.3g}' for t in thr)}")
     t0 = time.perf_counter()
     res = _sweep(ctx, cfg, ds, betas, fdir / "sweep")
-    train_s = time.perf_counter() - t0
+    run_s = time.perf_counter() - t0
+    timing = getattr(res, "timing", None) or {}
+    # The sweep records its own training time in sweep.json, so a resumed figure still
+    # reports how long it took to train.
+    train_s = float(timing.get("total_time", run_s))
+    device = str(timing.get("device", ctx.device))
     rows = [dict(r) for r in res.rows]
     reading = read_collapse(rows, thr, latent_dim=cfg.latent_dim)
     gaps = theory_gaps(rows, spec, latent_dim=cfg.latent_dim)
@@ -460,7 +465,8 @@ def _sweep_figure(ctx: _Ctx, cfg: FigureConfig) -> dict:
     tol = COLLAPSE_TOL.get(cfg.data, 0.25)
     ctx.log(f"[{cfg.name}] predicted complete collapse beta_1* = {reading.predicted:.4g}, "
             f"observed {_num(reading.observed)} ({_pct(reading.rel_error)}); "
-            f"max loss gap to linear theory {gaps['loss']:.2e}; {train_s:.1f} s")
+            f"max loss gap to linear theory {gaps['loss']:.2e}; trained in {train_s:.1f} s"
+            + (" (resumed)" if run_s < 0.5 * train_s else ""))
     return {
         "name": cfg.name,
         "kind": "sweep",
@@ -480,7 +486,7 @@ def _sweep_figure(ctx: _Ctx, cfg: FigureConfig) -> dict:
         "n_converged": int(n_conv),
         "n_diverged": int(n_div),
         "train_seconds": train_s,
-        "device": str(getattr(res, "timing", {}).get("device", ctx.device)),
+        "device": device,
         "n_active_agree": int(sum(kp == ko for kp, ko in zip(
             reading.predicted_active, reading.observed_active, strict=True))),
         "files": [str(p.relative_to(ctx.out)) for p in paths]
@@ -507,15 +513,22 @@ def _samples_figure(ctx: _Ctx, cfg: FigureConfig) -> dict:
     images = active = None
     if cache.exists():
         with np.load(cache) as z:
-            if np.allclose(z["betas"], betas) and z["images"].shape[1] == cfg.n_images:
+            fresh = (set(z.files) >= {"betas", "images", "active", "train_seconds", "device"}
+                     and z["betas"].shape == betas.shape and np.allclose(z["betas"], betas)
+                     and z["images"].shape[1] == cfg.n_images)
+            if fresh:
                 images, active = z["images"], z["active"]
+                train_s, device = float(z["train_seconds"]), str(z["device"])
                 ctx.log(f"[{cfg.name}] reusing decoded samples in {cache}")
     if images is None:
         res = _sweep(ctx, replace(cfg, seeds=(seed,)), ds, betas, fdir / "sweep")
         images, active = _decode_prior(res, betas, seed=seed, n=cfg.n_images,
                                        latent_dim=cfg.latent_dim)
-        atomic_savez(cache, betas=betas, images=images, active=active)
-    train_s = time.perf_counter() - t0
+        timing = getattr(res, "timing", None) or {}
+        train_s = float(timing.get("total_time", time.perf_counter() - t0))
+        device = str(timing.get("device", ctx.device))
+        atomic_savez(cache, betas=betas, images=images, active=active,
+                     train_seconds=np.array(train_s), device=np.array(device))
     labels = [f"β = {b:.3g}\ntheory: {k} mode{'s' * (k != 1)}\nobserved: {int(a)} active"
               for k, b, a in zip(ks, betas, active, strict=True)]
     fig = samples_figure(list(images), labels, title=cfg.title)
@@ -541,6 +554,7 @@ def _samples_figure(ctx: _Ctx, cfg: FigureConfig) -> dict:
         "observed_active": [int(a) for a in active],
         "n_agree": int(agree),
         "train_seconds": train_s,
+        "device": device,
         "files": [str(p.relative_to(ctx.out)) for p in paths]
         + [f"{cfg.name}/{cfg.name}.csv"],
     }
@@ -717,10 +731,12 @@ def _report_blocks(summary: Mapping) -> list[tuple]:
     figs = summary["figures"]
     B.append(("h1", f"postcollapse reproduce: preset `{summary['preset']}`"))
     devices = sorted({f.get("device", summary["device"]) for f in figs})
-    B.append(("p", f"Total wall time {summary['wall_seconds']:.1f} s on device "
-                   f"`{', '.join(devices) or summary['device']}` (torch {summary['torch']}, "
-                   f"{summary['torch_threads']} threads). Figures resumed from an earlier run "
-                   "report only the time to reload them."))
+    train_total = sum(f["train_seconds"] for f in figs)
+    B.append(("p", f"Training time recorded by the sweeps: {train_total:.0f} s in total "
+                   f"on `{', '.join(devices) or summary['device']}` (torch {summary['torch']}, "
+                   f"{summary['torch_threads']} threads). Wall time of this invocation "
+                   f"{summary['wall_seconds']:.1f} s (sweeps found finished in the output "
+                   "folder are reloaded, not retrained)."))
     B.append(("p", "**How observed collapse is read.** " + summary["collapse_rule"]))
     rows = []
     for f in figs:
@@ -731,11 +747,18 @@ def _report_blocks(summary: Mapping) -> list[tuple]:
         bracket = f"({_num(c['lower'])}, {_num(c['observed'])}]"
         rows.append([f["name"], f["config"]["model"], _num(c["predicted"]),
                      _num(c["observed"]), bracket, _pct(c["rel_error"]),
-                     f"{100 * f['collapse_tolerance']:.0f}%", verdict])
+                     f"{100 * f['collapse_tolerance']:.0f}%", verdict,
+                     f"{f['train_seconds']:.0f}"])
     if rows:
         B.append(("h2", "Summary: complete collapse"))
         B.append(("table", ["figure", "model", "predicted β₁*", "observed", "bracket",
-                            "rel. error", "tolerance", "claim"], rows))
+                            "rel. error", "tolerance", "claim", "training (s)"], rows))
+    for f in figs:
+        if f["kind"] == "samples":
+            B.append(("p", f"**{f['name']}.** Active units of the models behind the sample "
+                           f"grid: observed {f['observed_active']} where theory keeps "
+                           f"{f['theory_modes']} modes ({f['n_agree']} of "
+                           f"{len(f['betas'])} agree; trained in {f['train_seconds']:.0f} s)."))
     lin = [f for f in figs if f["kind"] == "sweep" and f["linear"]]
     for f in lin:
         g = f["gaps"]
@@ -764,7 +787,8 @@ def _report_blocks(summary: Mapping) -> list[tuple]:
                        + f" ({cfg['dtype']}), {train}, batch "
                        f"{batch}; seeds {list(cfg['seeds'])}. Thresholds β_i* = "
                        + ", ".join(f"{t:.4g}" for t in f["thresholds"])
-                       + f". Time {f['wall_seconds']:.1f} s. Files: "
+                       + f". Training {f['train_seconds']:.1f} s on {f['device']} (this "
+                       f"invocation: {f['wall_seconds']:.1f} s). Files: "
                        + ", ".join(f"`{p}`" for p in f["files"]) + "."))
         if f["kind"] == "sweep":
             c = f["collapse"]
