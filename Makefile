@@ -11,7 +11,9 @@ install:
 	$(PIP) install -q -e ".[dev,scale]"
 
 demo: install
-	$(PY) -m postcollapse thresholds mnist
+	$(PY) -m postcollapse thresholds mnist --top 5
+	$(PY) -m postcollapse reproduce all --preset quick --out results/quick
+	@echo "figures and report: results/quick/report.html (and report.md)"
 
 test: install
 	$(PY) -m pytest -q
