@@ -2,7 +2,7 @@
 PY ?= python
 PIP = $(PY) -m pip
 
-.PHONY: install demo test test-slow bench lint
+.PHONY: install demo test test-slow bench bench-smoke lint
 
 # torch first, pinned: on these machines the pin installs a CPU build from local disk,
 # whereas an unpinned torch would pull a multi-GB CUDA build.
@@ -26,3 +26,6 @@ bench: install
 
 lint:
 	$(PY) -m ruff check src tests benchmarks examples
+
+bench-smoke: install
+	$(PY) benchmarks/run_all.py --smoke
