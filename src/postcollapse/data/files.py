@@ -37,6 +37,7 @@ __all__ = [
     "load_idx",
     "find_idx_images",
     "check_finite_chunked",
+    "count_nonfinite",
 ]
 
 SUFFIXES = (".npy", ".npz", ".csv", ".gz", "IDX (no suffix, e.g. train-images-idx3-ubyte)")
@@ -63,20 +64,25 @@ def _as_path(path) -> Path:
     return path
 
 
-def check_finite_chunked(name: str, a: np.ndarray, *, chunk_rows: int = _CHECK_ROWS) -> None:
-    """Like ``check_finite_array`` but for a (memory-mapped) 2-D array, in row chunks.
+def count_nonfinite(
+    a: np.ndarray, *, chunk_rows: int = _CHECK_ROWS
+) -> tuple[int, int, tuple[int, int] | None]:
+    """Count NaN and inf in a (memory-mapped) 2-D array, reading it in row chunks.
 
-    Reports the total number of NaN and inf values and the (row, column) of the first.
-    Integer arrays cannot hold either and are skipped.
+    Returns
+    -------
+    n_nan, n_inf : int
+    first : (row, column) of the first NaN/inf in C order, or None when all are finite.
+        Integer arrays cannot hold either: (0, 0, None) without reading them.
     """
     if not np.issubdtype(a.dtype, np.floating) and not np.issubdtype(a.dtype, np.complexfloating):
-        return
+        return 0, 0, None
     n_nan = n_inf = 0
     first = None
     for start in range(0, a.shape[0], chunk_rows):
         block = np.asarray(a[start : start + chunk_rows])
         bad = ~np.isfinite(block)
-        if first is None and not bad.any():
+        if not bad.any():
             continue
         k_nan = int(np.isnan(block).sum())
         n_nan += k_nan
@@ -84,6 +90,16 @@ def check_finite_chunked(name: str, a: np.ndarray, *, chunk_rows: int = _CHECK_R
         if first is None:
             r, c = np.argwhere(bad)[0]
             first = (start + int(r), int(c))
+    return n_nan, n_inf, first
+
+
+def check_finite_chunked(name: str, a: np.ndarray, *, chunk_rows: int = _CHECK_ROWS) -> None:
+    """Like ``check_finite_array`` but for a (memory-mapped) 2-D array, in row chunks.
+
+    Reports the total number of NaN and inf values and the (row, column) of the first.
+    Integer arrays cannot hold either and are skipped.
+    """
+    n_nan, n_inf, first = count_nonfinite(a, chunk_rows=chunk_rows)
     if first is not None:
         raise ValueError(
             f"{name} holds {n_nan} NaN and {n_inf} inf value(s); "

@@ -21,6 +21,7 @@ import numpy as np
 
 from postcollapse._checks import check_int_at_least
 from postcollapse.data.dataset import Dataset, default_chunk_rows
+from postcollapse.data.files import count_nonfinite
 from postcollapse.theory import Moments
 from postcollapse.theory import spectrum as _theory_spectrum
 from postcollapse.theory.spectrum import DEFAULT_RTOL
@@ -28,7 +29,6 @@ from postcollapse.theory.spectrum import DEFAULT_RTOL
 __all__ = ["moments", "moments_from_files", "spectrum"]
 
 DEFAULT_SPLIT_EVERY = 8
-_SCAN_ROWS = 65536  # rows per chunk when locating NaN / inf after a failure
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -93,21 +93,7 @@ def _nonfinite_error(name: str, a, *, offset: int, source: _FileRows | None = No
     ``a`` holds rows ``offset .. offset + len(a) - 1`` of the whole data; it is scanned in
     row chunks so a memory-mapped block is never read whole.
     """
-    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.complexfloating)):
-        return None
-    n_nan = n_inf = 0
-    first = None
-    for start in range(0, a.shape[0], _SCAN_ROWS):
-        block = np.asarray(a[start : start + _SCAN_ROWS])
-        bad = ~np.isfinite(block)
-        if not bad.any():
-            continue
-        k_nan = int(np.isnan(block).sum())
-        n_nan += k_nan
-        n_inf += int(bad.sum()) - k_nan
-        if first is None:
-            r, c = np.argwhere(bad)[0]
-            first = (start + int(r), int(c))
+    n_nan, n_inf, first = count_nonfinite(a)
     if first is None:
         return None
     stop = offset + a.shape[0] - 1
