@@ -89,42 +89,37 @@ def _bulk(cls, x, y, chunk_size):
     acc = np.zeros((d0, d0), order="F")
     tx = np.zeros(d0)
     if y is None:
-        for start, b in _shifted_chunks("x", x, sx, bx, chunk_size):
-            s = b.sum(axis=0)
-            _check_sum("x", s, x[start : start + chunk_size], start)
-            tx += s
-            # b (rows, d0) C-contiguous => b.T (d0, rows) F-contiguous: acc += b^T b.
-            acc = dsyrk(1.0, b.T, beta=1.0, c=acc, trans=0, lower=0, overwrite_c=1)
-        dx = tx / n
-        m_xx = np.triu(acc)
-        m_xx += np.triu(acc, 1).T
-        m_xx -= n * np.outer(dx, dx)
-        return cls(n, sx + dx, m_xx)
-    d2 = y.shape[1]
-    sy = np.asarray(y[:k], dtype=np.float64).mean(axis=0)
-    if not np.isfinite(sy).all():
-        _centre("y (target)", y[:k], 0)
-    by = np.empty((k, d2))
-    acc_yx = np.zeros((d2, d0), order="F")
-    ty = np.zeros(d2)
-    syy = 0.0
-    chunks = zip(_shifted_chunks("x", x, sx, bx, chunk_size),
-                 _shifted_chunks("y (target)", y, sy, by, chunk_size), strict=True)
-    for (start, b), (_, c) in chunks:
+        ys = ((start, None) for start in range(0, n, chunk_size))
+    else:
+        d2 = y.shape[1]
+        sy = np.asarray(y[:k], dtype=np.float64).mean(axis=0)
+        if not np.isfinite(sy).all():
+            _centre("y (target)", y[:k], 0)
+        by = np.empty((k, d2))
+        acc_yx = np.zeros((d2, d0), order="F")
+        ty = np.zeros(d2)
+        syy = 0.0
+        ys = _shifted_chunks("y (target)", y, sy, by, chunk_size)
+    for (start, b), (_, c) in zip(_shifted_chunks("x", x, sx, bx, chunk_size), ys, strict=True):
         s = b.sum(axis=0)
         _check_sum("x", s, x[start : start + chunk_size], start)
-        t = c.sum(axis=0)
-        _check_sum("y (target)", t, y[start : start + chunk_size], start)
         tx += s
-        ty += t
+        # b (rows, d0) C-contiguous => b.T (d0, rows) F-contiguous: acc += b^T b.
         acc = dsyrk(1.0, b.T, beta=1.0, c=acc, trans=0, lower=0, overwrite_c=1)
-        # acc_yx += c^T b  (c.T (d2, rows) and b (rows, d0) as F-contiguous b.T transposed)
-        acc_yx = dgemm(1.0, c.T, b.T, beta=1.0, c=acc_yx, trans_b=1, overwrite_c=1)
-        syy += float(np.einsum("ij,ij->", c, c))
-    dx, dy = tx / n, ty / n
+        if c is not None:
+            t = c.sum(axis=0)
+            _check_sum("y (target)", t, y[start : start + chunk_size], start)
+            ty += t
+            # acc_yx += c^T b  (c.T (d2, rows) and b (rows, d0) as F-contiguous b.T transposed)
+            acc_yx = dgemm(1.0, c.T, b.T, beta=1.0, c=acc_yx, trans_b=1, overwrite_c=1)
+            syy += float(np.einsum("ij,ij->", c, c))
+    dx = tx / n
     m_xx = np.triu(acc)
     m_xx += np.triu(acc, 1).T
     m_xx -= n * np.outer(dx, dx)
+    if y is None:
+        return cls(n, sx + dx, m_xx)
+    dy = ty / n
     return cls(n, sx + dx, m_xx, sy + dy, np.ascontiguousarray(acc_yx) - n * np.outer(dy, dx),
                syy - n * float(dy @ dy))
 
