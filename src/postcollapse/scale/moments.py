@@ -24,6 +24,7 @@ from postcollapse.data.dataset import Dataset, default_chunk_rows
 from postcollapse.data.files import count_nonfinite
 from postcollapse.theory import Moments
 from postcollapse.theory import spectrum as _theory_spectrum
+from postcollapse.theory.moments import check_same_rows
 from postcollapse.theory.spectrum import DEFAULT_RTOL
 
 __all__ = ["moments", "moments_from_files", "spectrum"]
@@ -295,11 +296,7 @@ def moments(
     x = _check_2d("x", x)
     if y is not None:
         y = _check_2d("y (target)", y)
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"x has {x.shape[0]} rows but the target y has {y.shape[0]}; "
-                "they must have the same number of rows"
-            )
+        check_same_rows(x, y)
     if x.shape[0] == 0:
         return Moments.empty(x.shape[1], None if y is None else y.shape[1])
     row_chunks = _row_chunks(x, y, chunk_rows)

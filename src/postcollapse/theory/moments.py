@@ -35,6 +35,15 @@ def _as_float64_2d(name: str, a) -> np.ndarray:
     return a
 
 
+def check_same_rows(x, y) -> None:
+    """Raise ValueError unless input ``x`` and target ``y`` have the same number of rows."""
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"x has {x.shape[0]} rows but the target y has {y.shape[0]}; "
+            "they must have the same number of rows"
+        )
+
+
 def _centre(name: str, chunk: np.ndarray, row_offset: int) -> tuple[np.ndarray, np.ndarray]:
     """Return (float64 mean, float64 centred copy) of one chunk; report NaN/inf rows."""
     c = np.array(chunk, dtype=np.float64, copy=True)
@@ -169,11 +178,7 @@ class Moments:
         x = _as_float64_2d("x", x)
         if y is not None:
             y = _as_float64_2d("y (target)", y)
-            if y.shape[0] != x.shape[0]:
-                raise ValueError(
-                    f"x has {x.shape[0]} rows but the target y has {y.shape[0]}; "
-                    "they must have the same number of rows"
-                )
+            check_same_rows(x, y)
         chunk_size = check_int_at_least("chunk_size", chunk_size, 1)
         if x.shape[0] == 0:
             return cls.empty(x.shape[1], None if y is None else y.shape[1])
