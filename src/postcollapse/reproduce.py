@@ -404,6 +404,20 @@ def _fmt_cell(v):
     return v
 
 
+def _record_head(cfg: FigureConfig, kind: str, ds, zeta, thr, betas) -> dict:
+    """The leading fields of a figure's report record, shared by every kind of figure."""
+    return {
+        "name": cfg.name,
+        "kind": kind,
+        "title": cfg.title,
+        "config": _jsonable(asdict(cfg)),
+        "data": {"name": ds.name, "n_samples": ds.n_samples, "d0": ds.d0, "d2": ds.d2},
+        "zeta": zeta.tolist(),
+        "thresholds": thr.tolist(),
+        "betas": betas.tolist(),
+    }
+
+
 def _sweep_figure(ctx: _Ctx, cfg: FigureConfig) -> dict:
     from postcollapse.figures import (
         loss_sigma_figure,
@@ -468,14 +482,7 @@ def _sweep_figure(ctx: _Ctx, cfg: FigureConfig) -> dict:
             f"max loss gap to linear theory {gaps['loss']:.2e}; trained in {train_s:.1f} s"
             + (" (resumed)" if run_s < 0.5 * train_s else ""))
     return {
-        "name": cfg.name,
-        "kind": "sweep",
-        "title": cfg.title,
-        "config": _jsonable(asdict(cfg)),
-        "data": {"name": ds.name, "n_samples": ds.n_samples, "d0": ds.d0, "d2": ds.d2},
-        "zeta": zeta.tolist(),
-        "thresholds": thr.tolist(),
-        "betas": betas.tolist(),
+        **_record_head(cfg, "sweep", ds, zeta, thr, betas),
         "collapse": _jsonable(asdict(reading)),
         "collapse_tolerance": tol,
         "collapse_within_tolerance": (reading.rel_error is not None
@@ -542,14 +549,7 @@ def _samples_figure(ctx: _Ctx, cfg: FigureConfig) -> dict:
     agree = sum(int(a) == k for k, a in zip(ks, active, strict=True))
     ctx.log(f"[{cfg.name}] observed active units {list(map(int, active))} vs theory {ks}")
     return {
-        "name": cfg.name,
-        "kind": "samples",
-        "title": cfg.title,
-        "config": _jsonable(asdict(cfg)),
-        "data": {"name": ds.name, "n_samples": ds.n_samples, "d0": ds.d0, "d2": ds.d2},
-        "zeta": zeta.tolist(),
-        "thresholds": thr.tolist(),
-        "betas": betas.tolist(),
+        **_record_head(cfg, "samples", ds, zeta, thr, betas),
         "theory_modes": ks,
         "observed_active": [int(a) for a in active],
         "n_agree": int(agree),
