@@ -92,6 +92,18 @@ def _header_lines(ds, spec) -> list[str]:
     ]
 
 
+def _header_json(ds, spec) -> dict:
+    """The leading fields of both commands' --json object (as in ``_header_lines``)."""
+    return {
+        "data": ds.name,
+        "plain": bool(ds.plain),
+        "n_samples": int(spec.n_samples),
+        "d0": int(spec.d0),
+        "d2": int(spec.d2),
+        "rank": int(spec.rank),
+    }
+
+
 def cmd_thresholds(args) -> int:
     from postcollapse._checks import check_int_at_least, check_positive
     from postcollapse.theory import thresholds
@@ -104,12 +116,7 @@ def cmd_thresholds(args) -> int:
     if args.json:
         k = zeta.size if top is None else min(top, zeta.size)
         out = {
-            "data": ds.name,
-            "plain": bool(ds.plain),
-            "n_samples": int(spec.n_samples),
-            "d0": int(spec.d0),
-            "d2": int(spec.d2),
-            "rank": int(spec.rank),
+            **_header_json(ds, spec),
             "d_star": int(zeta.size),
             "zeta": [float(z) for z in zeta[:k]],
             "zeta2": [float(z) ** 2 for z in zeta[:k]],
@@ -158,12 +165,7 @@ def cmd_optimum(args) -> int:
     thr = thresholds(spec, eta_dec=eta_dec)
     if args.json:
         out = {
-            "data": ds.name,
-            "plain": bool(ds.plain),
-            "n_samples": int(spec.n_samples),
-            "d0": int(spec.d0),
-            "d2": int(spec.d2),
-            "rank": int(spec.rank),
+            **_header_json(ds, spec),
             "latent_dim": latent_dim,
             "beta": beta,
             "sigma": opt.sigma,
