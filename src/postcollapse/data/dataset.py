@@ -162,7 +162,8 @@ class Dataset:
         Parameters
         ----------
         chunk_size : int, optional
-            Rows per chunk; default about 32 MiB of float64 per chunk. Memory-mapped data
+            Rows per chunk; default: the theory's default for data in memory, about
+            32 MiB of float64 per chunk for memory-mapped data. Memory-mapped data
             are read one chunk at a time, so peak memory is about one chunk (plus its
             centred float64 copy) and the d x d moments.
 
@@ -172,20 +173,21 @@ class Dataset:
         """
         from postcollapse.theory import Moments
 
-        d_row = self.d0 + (0 if self.y is None else self.d2)
-        if chunk_size is None:
-            chunk_size = default_chunk_rows(d_row)
-        chunk_size = check_int_at_least("chunk_size", chunk_size, 1)
+        if chunk_size is not None:
+            chunk_size = check_int_at_least("chunk_size", chunk_size, 1)
         releasers = [_PageReleaser(a) for a in (self.x, self.y) if a is not None]
         if not any(r.mm is not None for r in releasers):
             # In memory (or a memmap whose pages cannot be released): one library call,
-            # so any faster bulk kernel in Moments.from_arrays applies here too.
+            # with the theory's own (cache-tuned) chunk size unless one is given.
+            kw = {} if chunk_size is None else {"chunk_size": chunk_size}
             try:
-                return Moments.from_arrays(self.x, self.y, chunk_size=chunk_size)
+                return Moments.from_arrays(self.x, self.y, **kw)
             except ValueError as exc:
                 if "NaN" in str(exc) or "inf" in str(exc):
                     self.check_finite()
                 raise
+        if chunk_size is None:
+            chunk_size = default_chunk_rows(self.d0 + (0 if self.y is None else self.d2))
         m = Moments.empty(self.d0, None if self.y is None else self.d2)
         try:
             for start in range(0, self.n_samples, chunk_size):
