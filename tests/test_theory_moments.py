@@ -133,3 +133,27 @@ def test_thresholds_survive_shift_and_float32(name):
     xf = x32[:, :1]
     naive = float(np.mean(xf * xf, dtype=np.float32) - np.mean(xf, dtype=np.float32) ** 2)
     assert abs(naive - x[:, 0].var()) > 1e-2 * x[:, 0].var()
+
+
+@pytest.mark.parametrize("ratio", [0.0, 5.0, 20.0, 1e4])
+@pytest.mark.parametrize("chunk", [50, 4096])
+def test_shift_choice_keeps_central_moments_exact(ratio, chunk):
+    """Float64 data whose mean is up to 10 standard deviations from zero skip the shift
+    pass (rows go to dsyrk as they are); farther data are shifted. Either way the central
+    moments match a two-pass float64 reference to ~1e-12 (mean = ratio * std)."""
+    from postcollapse.theory.moments import _first_shift
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(500, 6)) * np.array([1.0, 2.0, 0.5, 3.0, 1.5, 0.1]) + ratio * np.array(
+        [1.0, 2.0, 0.5, 3.0, 1.5, 0.1]
+    )
+    y = x[:, :3] ** 2 - 4 * ratio
+    ref_x = x - x.mean(0)
+    ref_y = y - y.mean(0)
+    m = Moments.from_arrays(x, y, chunk_size=chunk)
+    skipped = _first_shift("x", x, min(chunk, 500))[0] is None
+    assert skipped == (ratio < 10)  # the first chunk (>= 50 rows) decides
+    np.testing.assert_allclose(m.mean_x, x.mean(0), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(m.cov_x, ref_x.T @ ref_x / 500, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(m.cov_yx, ref_y.T @ ref_x / 500, rtol=1e-11, atol=1e-12)
+    assert m.s_yy == pytest.approx(float((ref_y**2).sum()) / 500, rel=1e-11)
