@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
+    "SIGMA_KINDS",
+    "sigma_arg",
     "Problem",
     "PROBLEMS",
     "get_problem",
@@ -187,6 +189,14 @@ def moments_and_spectrum(problem: Problem):
     x, y = problem.data()
     m = Moments.from_arrays(x, y)
     return x, y, m, spectrum(m)
+
+
+SIGMA_KINDS = ("learnable", "prior", "fixed")
+
+
+def sigma_arg(kind: str, latent_dim: int):
+    """The ``sigma`` argument of optimum/min_loss for a kind in SIGMA_KINDS."""
+    return fixed_sigma2(latent_dim) if kind == "fixed" else kind
 
 
 def fixed_sigma2(latent_dim: int) -> np.ndarray:

@@ -19,25 +19,22 @@ from hypothesis import strategies as st
 from postcollapse.theory import active_modes, optimum
 from problems import (
     PROBLEMS,
+    SIGMA_KINDS,
     betas_between_thresholds,
-    fixed_sigma2,
     lbfgs_best,
     moments_and_spectrum,
+    sigma_arg,
 )
 
-SIGMAS = ("learnable", "prior", "fixed")
+SIGMAS = SIGMA_KINDS
 # The brief asks for 1e-6; measured worst gap over the whole slow sweep is 1.1e-13, so
 # 1e-9 still leaves four orders of margin and catches closed-form errors 1e-6 would miss.
 RTOL = 1e-9
 
 
-def _sigma_arg(kind, d1):
-    return fixed_sigma2(d1) if kind == "fixed" else kind
-
-
 def _check(p, kind, beta):
     _, _, m, spec = moments_and_spectrum(p)
-    sigma = _sigma_arg(kind, p.latent_dim)
+    sigma = sigma_arg(kind, p.latent_dim)
     o = optimum(spec, latent_dim=p.latent_dim, beta=beta, sigma=sigma, eta_enc=p.eta_enc,
                 eta_dec=p.eta_dec)
     best, _, _ = lbfgs_best(m, latent_dim=p.latent_dim, beta=beta, sigma=sigma,
@@ -99,7 +96,7 @@ def test_lbfgs_matches_closed_form_on_random_problems(
     t = spec.zeta**2 / eta_dec**2
     # Keep clear of thresholds, where L-BFGS converges sublinearly.
     assume(np.all(np.abs(t - beta) > 0.02 * beta))
-    sigma = _sigma_arg(kind, d1)
+    sigma = sigma_arg(kind, d1)
     o = optimum(spec, latent_dim=d1, beta=beta, sigma=sigma, eta_enc=eta_enc, eta_dec=eta_dec)
     best, _, _ = lbfgs_best(m, latent_dim=d1, beta=beta, sigma=sigma, eta_enc=eta_enc,
                             eta_dec=eta_dec, seed=seed % 1000, n_starts=3)

@@ -19,17 +19,14 @@ from postcollapse.theory import (
 )
 from problems import (
     PROBLEMS,
+    SIGMA_KINDS,
     betas_between_thresholds,
-    fixed_sigma2,
     lbfgs_best,
     moments_and_spectrum,
+    sigma_arg,
 )
 
-SIGMAS = ("learnable", "prior", "fixed")
-
-
-def _sigma_arg(kind, d1):
-    return fixed_sigma2(d1) if kind == "fixed" else kind
+SIGMAS = SIGMA_KINDS
 
 
 def _random_params(rng, d0, d1, d2):
@@ -90,7 +87,7 @@ def test_flat_gradient_matches_finite_differences(seed, kind, plain):
     x = rng.normal(size=(n, d0)) + 2.0
     y = None if plain else np.tanh(x[:, :d2]) + rng.normal(size=(n, d2))
     f = FlatVAELoss.build(
-        (x, y), latent_dim=d1, beta=float(rng.uniform(0.1, 5)), sigma=_sigma_arg(kind, d1),
+        (x, y), latent_dim=d1, beta=float(rng.uniform(0.1, 5)), sigma=sigma_arg(kind, d1),
         eta_enc=float(rng.uniform(0.5, 2)), eta_dec=float(rng.uniform(0.5, 2)),
     )
     theta = f.init(rng, scale=0.7)
@@ -144,7 +141,7 @@ def test_closed_form_loss_equals_evaluator(name, kind):
     p = PROBLEMS[name]
     x, y, m, spec = moments_and_spectrum(p)
     for beta in betas_between_thresholds(spec.zeta, p.eta_dec):
-        o = optimum(spec, latent_dim=p.latent_dim, beta=beta, sigma=_sigma_arg(kind, p.latent_dim),
+        o = optimum(spec, latent_dim=p.latent_dim, beta=beta, sigma=sigma_arg(kind, p.latent_dim),
                     eta_enc=p.eta_enc, eta_dec=p.eta_dec)
         kw = {"beta": beta, "eta_enc": p.eta_enc, "eta_dec": p.eta_dec}
         params = {k: getattr(o, k) for k in ("U", "W", "sigma2", "b_e", "b_d")}
@@ -158,10 +155,10 @@ def test_gradient_vanishes_at_closed_form_and_perturbations_do_not_help(name, ki
     _, _, m, spec = moments_and_spectrum(p)
     rng = np.random.default_rng(123)
     for beta in betas_between_thresholds(spec.zeta, p.eta_dec):
-        o = optimum(spec, latent_dim=p.latent_dim, beta=beta, sigma=_sigma_arg(kind, p.latent_dim),
+        o = optimum(spec, latent_dim=p.latent_dim, beta=beta, sigma=sigma_arg(kind, p.latent_dim),
                     eta_enc=p.eta_enc, eta_dec=p.eta_dec)
         f = FlatVAELoss.build(m, latent_dim=p.latent_dim, beta=beta,
-                              sigma=_sigma_arg(kind, p.latent_dim), eta_enc=p.eta_enc,
+                              sigma=sigma_arg(kind, p.latent_dim), eta_enc=p.eta_enc,
                               eta_dec=p.eta_dec)
         theta = f.pack(U=o.U, W=o.W, b_e=o.b_e, b_d=o.b_d, sigma2=o.sigma2)
         loss, g = f(theta)
