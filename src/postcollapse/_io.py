@@ -12,6 +12,12 @@ from pathlib import Path
 __all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "atomic_savez"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ""):
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
@@ -23,6 +29,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
         yield Path(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        # mkstemp creates 0600; give the result the mode a plain open() would (umask).
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
