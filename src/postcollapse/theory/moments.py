@@ -17,22 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from postcollapse._checks import check_finite_array, check_int_at_least
+from postcollapse._checks import check_2d, check_finite_array, check_int_at_least
 
 __all__ = ["Moments"]
 
 DEFAULT_CHUNK = 4096
-
-
-def _as_float64_2d(name: str, a) -> np.ndarray:
-    a = np.asarray(a)
-    if a.ndim == 1:
-        a = a[:, None]
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (n_samples, n_features), got shape {a.shape}")
-    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
-        raise TypeError(f"{name} must be numeric, got dtype {a.dtype}")
-    return a
 
 
 def check_same_rows(x, y) -> None:
@@ -197,9 +186,9 @@ class Moments:
         ``y=None`` is the plain VAE (target = x). Rows are read ``chunk_size`` at a time,
         so a memory-mapped ``x`` never has to fit in memory.
         """
-        x = _as_float64_2d("x", x)
+        x = check_2d("x", x, min_rows=0)
         if y is not None:
-            y = _as_float64_2d("y (target)", y)
+            y = check_2d("y (target)", y, min_rows=0)
             check_same_rows(x, y)
         chunk_size = check_int_at_least("chunk_size", chunk_size, 1)
         if x.shape[0] == 0:
@@ -209,7 +198,7 @@ class Moments:
     # ------------------------------------------------------------------ updates
     def update(self, x, y=None) -> Moments:
         """Return the moments of these rows and the chunk ``x`` (and ``y``) together."""
-        x = _as_float64_2d("x", x)
+        x = check_2d("x", x, min_rows=0)
         if x.shape[1] != self.d0:
             raise ValueError(f"x chunk has {x.shape[1]} columns, expected {self.d0}")
         if self.plain and y is not None:
@@ -217,7 +206,7 @@ class Moments:
         if not self.plain:
             if y is None:
                 raise ValueError("these moments have a separate target; pass y with x")
-            y = _as_float64_2d("y (target)", y)
+            y = check_2d("y (target)", y, min_rows=0)
             if y.shape[0] != x.shape[0]:
                 raise ValueError(
                     f"x chunk has {x.shape[0]} rows but y chunk has {y.shape[0]}"
