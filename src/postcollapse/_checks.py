@@ -11,7 +11,27 @@ from numbers import Real
 
 import numpy as np
 
-__all__ = ["check_positive", "check_int_at_least", "check_finite_array", "check_2d"]
+__all__ = [
+    "ACTIVE_VAR_THRESHOLD",
+    "NonFiniteDataError",
+    "check_positive",
+    "check_int_at_least",
+    "check_choice",
+    "check_betas",
+    "check_finite_array",
+    "check_same_rows",
+    "check_2d",
+]
+
+# The active-unit rule used everywhere (sweeps, reproduction, monitor, CLI): a latent unit is
+# active when the variance over the data of its posterior mean, Var_x E[z_i|x], exceeds this
+# (Burda et al., 2016).
+ACTIVE_VAR_THRESHOLD = 0.01
+
+
+class NonFiniteDataError(ValueError):
+    """Input data hold NaN or inf. A ``ValueError``, so callers that catch those still work;
+    readers catch this type (not the message text) to add the file and row to the message."""
 
 
 def check_positive(name: str, value) -> float:
@@ -33,6 +53,39 @@ def check_int_at_least(name: str, value, minimum: int) -> int:
     return int(value)
 
 
+def check_choice(name: str, value, choices) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise naming the allowed ones."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+    return value
+
+
+def check_betas(betas, name: str = "betas") -> np.ndarray:
+    """Return ``betas`` as a non-empty 1-D float64 array of finite numbers > 0, else raise."""
+    try:
+        b = np.atleast_1d(np.asarray(betas, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be numbers, got {betas!r}") from None
+    if b.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D grid, got shape {b.shape}")
+    if b.size == 0:
+        raise ValueError(f"{name} is empty; pass at least one beta")
+    bad = ~(np.isfinite(b) & (b > 0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{name} must be finite numbers > 0; {name}[{i}] is {b[i]:g}")
+    return b
+
+
+def check_same_rows(x, y) -> None:
+    """Raise ValueError unless input ``x`` and target ``y`` have the same number of rows."""
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"x has {x.shape[0]} rows but the target y has {y.shape[0]}; "
+            "they must have the same number of rows"
+        )
+
+
 def check_finite_array(name: str, a: np.ndarray) -> None:
     """Raise if ``a`` holds NaN or inf: say how many and where the first one is."""
     bad = ~np.isfinite(a)
@@ -41,7 +94,7 @@ def check_finite_array(name: str, a: np.ndarray) -> None:
         n_inf = int(bad.sum()) - n_nan
         first = tuple(int(i) for i in np.argwhere(bad)[0])
         where = f"row {first[0]}, column {first[1]}" if len(first) == 2 else f"index {first}"
-        raise ValueError(
+        raise NonFiniteDataError(
             f"{name} holds {n_nan} NaN and {n_inf} inf value(s); the first is at {where}"
         )
 

@@ -23,7 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from postcollapse._checks import check_2d, check_finite_array, check_int_at_least
+from postcollapse._checks import (
+    NonFiniteDataError,
+    check_2d,
+    check_finite_array,
+    check_int_at_least,
+)
 from postcollapse.data import files as _files
 from postcollapse.data.mnist import mnist
 from postcollapse.data.synthetic import DEFAULT_N_SAMPLES, DEFAULT_SEED, DEFAULT_ZETA2, synthetic
@@ -182,9 +187,8 @@ class Dataset:
             kw = {} if chunk_size is None else {"chunk_size": chunk_size}
             try:
                 return Moments.from_arrays(self.x, self.y, **kw)
-            except ValueError as exc:
-                if "NaN" in str(exc) or "inf" in str(exc):
-                    self.check_finite()
+            except NonFiniteDataError:
+                self.check_finite()
                 raise
         if chunk_size is None:
             chunk_size = default_chunk_rows(self.d0 + (0 if self.y is None else self.d2))
@@ -195,10 +199,9 @@ class Dataset:
                 m = m.update(self.x[start:stop], None if self.y is None else self.y[start:stop])
                 for r in releasers:  # Moments.update copied the rows: drop the mapped pages
                     r.release(min(stop, self.n_samples))
-        except ValueError as exc:
-            if "NaN" in str(exc) or "inf" in str(exc):
-                # Moments reports the bad chunk; report the whole array (total count).
-                self.check_finite()
+        except NonFiniteDataError:
+            # Moments reports the bad chunk; report the whole array (total count).
+            self.check_finite()
             raise
         return m
 

@@ -19,12 +19,11 @@ import dask
 import dask.array as da
 import numpy as np
 
-from postcollapse._checks import check_int_at_least
+from postcollapse._checks import NonFiniteDataError, check_int_at_least, check_same_rows
 from postcollapse.data.dataset import Dataset, default_chunk_rows
 from postcollapse.data.files import count_nonfinite
 from postcollapse.theory import Moments
 from postcollapse.theory import spectrum as _theory_spectrum
-from postcollapse.theory.moments import check_same_rows
 from postcollapse.theory.spectrum import DEFAULT_RTOL
 
 __all__ = ["moments", "moments_from_files", "spectrum"]
@@ -101,7 +100,7 @@ def _nonfinite_error(name: str, a, *, offset: int, source: _FileRows | None = No
     local = ""
     if source is not None and source.in_messages:
         local = f" (row {source.start + first[0]} of {source.filename})"
-    return ValueError(
+    return NonFiniteDataError(
         f"{name} holds {n_nan} NaN and {n_inf} inf value(s) in rows {offset}..{stop}; "
         f"the first is at row {offset + first[0]}{local}, column {first[1]}; "
         "remove or impute those rows"

@@ -15,20 +15,9 @@ from numbers import Integral
 import dask
 import numpy as np
 
+from postcollapse._checks import check_betas
+
 __all__ = ["map_betas"]
-
-
-def _check_betas(betas) -> np.ndarray:
-    b = np.atleast_1d(np.asarray(betas, dtype=np.float64))
-    if b.ndim != 1:
-        raise ValueError(f"betas must be a 1-D grid, got shape {b.shape}")
-    if b.size == 0:
-        raise ValueError("betas is empty; pass at least one beta")
-    bad = ~(np.isfinite(b) & (b > 0))
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"betas must be finite numbers > 0; betas[{i}] is {b[i]:g}")
-    return b
 
 
 def _is_int(v) -> bool:
@@ -113,7 +102,7 @@ def map_betas(fn, betas, *, client=None, chunks=None) -> list[dict]:
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable (beta_chunk -> list of row dicts), got {fn!r}")
-    b = _check_betas(betas)
+    b = check_betas(betas)
     if client is None:
         client = _active_client()
     sizes = _chunk_sizes(b.size, chunks, client)

@@ -17,20 +17,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from postcollapse._checks import check_2d, check_finite_array, check_int_at_least
+from postcollapse._checks import (
+    NonFiniteDataError,
+    check_2d,
+    check_finite_array,
+    check_int_at_least,
+    check_same_rows,
+)
 
 __all__ = ["Moments"]
 
 DEFAULT_CHUNK = 4096
-
-
-def check_same_rows(x, y) -> None:
-    """Raise ValueError unless input ``x`` and target ``y`` have the same number of rows."""
-    if y.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"x has {x.shape[0]} rows but the target y has {y.shape[0]}; "
-            "they must have the same number of rows"
-        )
 
 
 def _centre(name: str, chunk: np.ndarray, row_offset: int) -> tuple[np.ndarray, np.ndarray]:
@@ -44,7 +41,7 @@ def _centre(name: str, chunk: np.ndarray, row_offset: int) -> tuple[np.ndarray, 
         except ValueError as exc:
             if row_offset:
                 bad = np.argwhere(~np.isfinite(np.asarray(chunk)))[0]
-                raise ValueError(
+                raise NonFiniteDataError(
                     str(exc).replace(f"row {bad[0]},", f"row {bad[0] + row_offset},")
                 ) from None
             raise
