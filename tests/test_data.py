@@ -134,15 +134,6 @@ def test_dataset_validates_rows():
         Dataset("d", np.zeros((1, 2)))
 
 
-def test_as_float_arrays():
-    ds = load("synthetic")
-    x, y = ds.as_float_arrays()
-    assert x.dtype == np.float32 and y.shape == (2000, 5)
-    ds = load("synthetic", target="same")
-    x, y = ds.as_float_arrays(np.float64)
-    assert y is x
-
-
 # ---------------------------------------------------------------------------- streaming
 
 
@@ -153,7 +144,7 @@ def test_memmap_streaming_equals_in_memory_moments(tmp_path):
     path = tmp_path / "big.npy"
     np.save(path, x)
     ds = load(path)
-    assert ds.memory_mapped and not ds.finite_checked
+    assert ds.memory_mapped
     streamed = ds.moments(chunk_size=256)
     in_memory = Moments.from_arrays(np.load(path), chunk_size=10**6)
     assert streamed.n_samples == in_memory.n_samples == 3001
@@ -176,7 +167,7 @@ def test_memmap_nan_is_found_while_streaming(tmp_path):
                                          r"column 2"):
         ds.moments(chunk_size=128)
     with pytest.raises(ValueError, match="2 NaN and 1 inf"):
-        ds.as_float_arrays()
+        ds.check_finite()
 
 
 def test_rank_deficient_data_is_handled(tmp_path):

@@ -77,11 +77,17 @@ def check_betas(betas, name: str = "betas") -> np.ndarray:
     return b
 
 
-def check_same_rows(x, y) -> None:
-    """Raise ValueError unless input ``x`` and target ``y`` have the same number of rows."""
-    if y.shape[0] != x.shape[0]:
+def check_same_rows(x, y, *, x_name: str = "x", y_name: str = "the target y") -> None:
+    """Raise ValueError unless input ``x`` and target ``y`` have the same number of rows.
+
+    ``x`` and ``y`` are arrays (their first axis counts) or row counts; the names say what
+    they are in the message ("x has 5 rows but the target y has 4; ...").
+    """
+    n_x = x if isinstance(x, int | np.integer) else x.shape[0]
+    n_y = y if isinstance(y, int | np.integer) else y.shape[0]
+    if n_y != n_x:
         raise ValueError(
-            f"x has {x.shape[0]} rows but the target y has {y.shape[0]}; "
+            f"{x_name} has {n_x} rows but {y_name} has {n_y}; "
             "they must have the same number of rows"
         )
 

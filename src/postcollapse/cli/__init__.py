@@ -2,8 +2,10 @@
 
 Each command lives in its own module under ``postcollapse.cli`` that defines
 ``register(subparsers)``; ``register`` adds one or more sub-parsers and sets ``func`` on
-them. Command modules must not import torch (or matplotlib) at module level: building the
-parser imports every one of them, and ``thresholds`` / ``optimum`` must start fast.
+them. Every module listed in ``COMMAND_MODULES`` is imported when the parser is built: one
+that cannot be imported is an error, never a silently absent command. Command modules must
+not import torch (or matplotlib) at module level, so that ``thresholds`` / ``optimum``
+start fast.
 
 Errors from the library (``ValueError``, ``TypeError``, ``OSError``) become one line on
 stderr and exit status 2; there is never a traceback for bad input.
@@ -44,13 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a command not built yet
-            if exc.name != name:
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

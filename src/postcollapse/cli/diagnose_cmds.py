@@ -22,6 +22,9 @@ _DATA_HELP = (
 
 def register(subparsers) -> None:
     """Add the ``diagnose`` and ``effective-beta`` sub-commands."""
+    from postcollapse._checks import ACTIVE_VAR_THRESHOLD
+    from postcollapse.diagnostics import BATCH_REDUCTIONS, KL_CONVENTIONS, RECON_CONVENTIONS
+
     p = subparsers.add_parser(
         "diagnose",
         help="collapse metrics of saved encoder outputs (mu, logvar)",
@@ -35,8 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--latents", required=True, metavar="FILE",
                    help="an .npz with arrays mu and logvar (n, K), or a .csv with columns "
                         "mu_1..mu_K, logvar_1..logvar_K")
-    p.add_argument("--threshold", type=float, default=0.01, metavar="F",
-                   help="active-unit threshold on Cov_x(mu_i) (default 0.01)")
+    p.add_argument("--threshold", type=float, default=ACTIVE_VAR_THRESHOLD, metavar="F",
+                   help=f"active-unit threshold on Cov_x(mu_i) (default {ACTIVE_VAR_THRESHOLD:g})")
     p.add_argument("--epsilon", type=float, default=0.01, metavar="F",
                    help="KL level in nats for (epsilon, delta) collapse (default 0.01)")
     p.add_argument("--delta", type=float, default=0.01, metavar="F",
@@ -62,10 +65,10 @@ def register(subparsers) -> None:
         ),
     )
     p.add_argument("--recon", required=True,
-                   choices=("mse-sum", "mse-mean", "gaussian-nll", "gaussian-nll-mean"),
+                   choices=RECON_CONVENTIONS,
                    help="squared error summed / averaged over features, or Gaussian NLL with "
                         "std --eta-dec (summed / averaged over features)")
-    p.add_argument("--kl", required=True, choices=("sum", "mean"),
+    p.add_argument("--kl", required=True, choices=KL_CONVENTIONS,
                    help="KL summed or averaged over latent dimensions")
     p.add_argument("--kld-weight", type=float, default=1.0, metavar="W",
                    help="weight of the KL term (default 1)")
@@ -77,9 +80,9 @@ def register(subparsers) -> None:
                    help="number of features D (needed for *-mean unless --data)")
     p.add_argument("--latent-dim", type=int, default=None, metavar="K",
                    help="latent dimension K (needed for --kl mean; caps predicted modes)")
-    p.add_argument("--recon-batch", choices=("mean", "sum"), default="mean",
+    p.add_argument("--recon-batch", choices=BATCH_REDUCTIONS, default="mean",
                    help="reconstruction reduced over the batch by mean (default) or sum")
-    p.add_argument("--kl-batch", choices=("mean", "sum"), default="mean",
+    p.add_argument("--kl-batch", choices=BATCH_REDUCTIONS, default="mean",
                    help="KL reduced over the batch by mean (default) or sum")
     p.add_argument("--batch-size", type=int, default=None, metavar="B",
                    help="batch size; needed only when --recon-batch and --kl-batch differ")

@@ -26,6 +26,8 @@ _TEXT_TOP = 20  # modes shown in the text table when --top is not given
 
 def register(subparsers) -> None:
     """Add the ``thresholds`` and ``optimum`` sub-commands."""
+    from postcollapse.theory import SIGMA_MODES
+
     p = subparsers.add_parser(
         "thresholds",
         help="collapse threshold beta_i* of every mode, from data",
@@ -58,7 +60,7 @@ def register(subparsers) -> None:
                    help="latent dimension d1 (>= 1)")
     p.add_argument("--beta", type=float, required=True, metavar="B", help="KL weight (> 0)")
     p.add_argument("--target", default=None, metavar="DATA|same", help=_TARGET_HELP)
-    p.add_argument("--sigma", choices=("learnable", "prior"), default="learnable",
+    p.add_argument("--sigma", choices=SIGMA_MODES, default="learnable",
                    help="encoder variance: learnable diagonal (default) or fixed at the prior")
     p.add_argument("--eta-dec", type=float, default=1.0, metavar="F",
                    help="decoder standard deviation eta_dec (default 1)")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import mmap
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from postcollapse._checks import (
     check_2d,
     check_finite_array,
     check_int_at_least,
+    check_same_rows,
 )
 from postcollapse.data import files as _files
 from postcollapse.data.mnist import mnist
@@ -118,20 +119,13 @@ class Dataset:
     name: str
     x: np.ndarray
     y: np.ndarray | None = None
-    # True when every value was already checked finite (in-memory arrays are checked at
-    # load; memory maps are checked chunk by chunk as they are streamed).
-    finite_checked: bool = field(default=False, repr=False)
 
     def __post_init__(self):
         x = check_2d(f"{self.name}: x", self.x)
         object.__setattr__(self, "x", x)
         if self.y is not None:
             y = check_2d(f"{self.name}: target y", self.y)
-            if y.shape[0] != x.shape[0]:
-                raise ValueError(
-                    f"{self.name}: x has {x.shape[0]} rows but the target has {y.shape[0]}; "
-                    "they must have the same number of rows"
-                )
+            check_same_rows(x, y, x_name=f"{self.name}: x", y_name="the target")
             object.__setattr__(self, "y", y)
 
     @property
@@ -205,21 +199,6 @@ class Dataset:
             raise
         return m
 
-    def as_float_arrays(self, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
-        """(x, target) as in-memory arrays of ``dtype`` for training; target is x if plain.
-
-        Returns
-        -------
-        x : ndarray, shape (n_samples, d0)
-        y : ndarray, shape (n_samples, d2); the same object as ``x`` for a plain VAE
-        """
-        if not self.finite_checked:
-            self.check_finite()
-        x = np.ascontiguousarray(self.x, dtype=dtype)
-        if self.y is None:
-            return x, x
-        return x, np.ascontiguousarray(self.y, dtype=dtype)
-
 
 def _unknown(spec: str) -> ValueError:
     return ValueError(
@@ -283,17 +262,9 @@ def load(spec, *, target=None) -> Dataset:
     x = check_2d(f"{name}: x", x)
     if y is not None:
         y = check_2d(f"{name}: target", y)
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"x ({spec}) has {x.shape[0]} rows but the target ({target or 'y'}) has "
-                f"{y.shape[0]}; they must have the same number of rows"
-            )
-    checked = True
+        check_same_rows(x, y, x_name=f"x ({spec})", y_name=f"the target ({target or 'y'})")
+    # Memory maps are checked chunk by chunk as they are streamed; arrays in memory now.
     for label, a in (("x", x), ("target", y)):
-        if a is None:
-            continue
-        if _is_memmap(a):
-            checked = False
-        else:
+        if a is not None and not _is_memmap(a):
             check_finite_array(f"{name}: {label}", a)
-    return Dataset(name=name, x=x, y=y, finite_checked=checked)
+    return Dataset(name=name, x=x, y=y)

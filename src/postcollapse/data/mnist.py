@@ -30,7 +30,7 @@ def _mnist_raw() -> tuple[np.ndarray, np.ndarray]:
     path = getattr(_mlx, "DATA_PATH", None)
     if path is not None:
         # The same file mnist_data() reads (784 pixel columns, then the label), parsed
-        # as uint8 with loadtxt: ~20x faster than mnist_data()'s genfromtxt.
+        # as uint8 with loadtxt instead of mnist_data()'s slower genfromtxt.
         table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
         x, labels = table[:, :-1], table[:, -1]
     if table is None or table.shape != (MNIST_N_SAMPLES, MNIST_N_FEATURES + 1):

@@ -61,7 +61,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from postcollapse._checks import check_int_at_least, check_positive
+from postcollapse._checks import check_choice, check_int_at_least, check_positive
 
 __all__ = [
     "RECON_CONVENTIONS",
@@ -71,17 +71,12 @@ __all__ = [
     "effective_beta",
     "predict_modes",
     "ModePrediction",
+    "as_spectrum",
 ]
 
 RECON_CONVENTIONS = ("mse-sum", "mse-mean", "gaussian-nll", "gaussian-nll-mean")
 KL_CONVENTIONS = ("sum", "mean")
 BATCH_REDUCTIONS = ("mean", "sum")
-
-
-def _choice(name: str, value, choices) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -211,10 +206,10 @@ def effective_beta(
     EffectiveBeta
         ``.value`` (also ``float(result)``) and, with ``data``, ``.prediction``.
     """
-    recon = _choice("recon", recon, RECON_CONVENTIONS)
-    kl = _choice("kl", kl, KL_CONVENTIONS)
-    recon_batch = _choice("recon_batch", recon_batch, BATCH_REDUCTIONS)
-    kl_batch = _choice("kl_batch", kl_batch, BATCH_REDUCTIONS)
+    recon = check_choice("recon", recon, RECON_CONVENTIONS)
+    kl = check_choice("kl", kl, KL_CONVENTIONS)
+    recon_batch = check_choice("recon_batch", recon_batch, BATCH_REDUCTIONS)
+    kl_batch = check_choice("kl_batch", kl_batch, BATCH_REDUCTIONS)
     w = check_positive("kld_weight", kld_weight)
     r = check_positive("recon_weight", recon_weight)
     if latent_dim is not None:
@@ -222,7 +217,7 @@ def effective_beta(
 
     spec = None
     if data is not None:
-        spec = _as_spectrum(data)
+        spec = as_spectrum(data)
         data_dim = int(spec.d2)
         if dim is not None and int(dim) != data_dim:
             raise ValueError(
@@ -274,23 +269,26 @@ def effective_beta(
                          prediction=prediction)
 
 
-def _as_spectrum(data):
-    """A ``theory.Spectrum`` from an array, Moments, Spectrum, Dataset or zeta vector."""
+def as_spectrum(data):
+    """A ``theory.Spectrum`` of the diagnostics' ``data`` argument.
+
+    ``data`` is a ``Spectrum`` (returned as it is), or anything
+    :func:`postcollapse.theory.moments.as_moments` takes (``Moments``, ``Dataset``,
+    ``(x, y)`` tuple), or an array-like of shape (n_samples, n_features).
+    """
     from postcollapse import theory
+    from postcollapse.theory.moments import as_moments
 
     if isinstance(data, theory.Spectrum):
         return data
-    if isinstance(data, theory.Moments):
-        return theory.spectrum(data)
-    if hasattr(data, "moments") and callable(data.moments):
-        return theory.spectrum(data.moments())
-    x = np.asarray(data, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(
-            f"data must be an array (n_samples, n_features), Moments, Spectrum or Dataset; "
-            f"got an array of shape {x.shape}"
-        )
-    return theory.spectrum(theory.Moments.from_arrays(x))
+    if not (isinstance(data, tuple | theory.Moments) or callable(getattr(data, "moments", None))):
+        data = np.asarray(data, dtype=np.float64)
+        if data.ndim != 2:
+            raise ValueError(
+                "data must be an array (n_samples, n_features), Moments, Spectrum or "
+                f"Dataset; got an array of shape {data.shape}"
+            )
+    return theory.spectrum(as_moments(data))
 
 
 def predict_modes(data, effective_beta: float, *, latent_dim: int | None = None) -> ModePrediction:
@@ -314,7 +312,7 @@ def predict_modes(data, effective_beta: float, *, latent_dim: int | None = None)
     b = check_positive("effective_beta", effective_beta)
     if latent_dim is not None:
         latent_dim = check_int_at_least("latent_dim", latent_dim, 1)
-    spec = _as_spectrum(data)
+    spec = as_spectrum(data)
     thr = np.asarray(theory.thresholds(spec), dtype=np.float64)
     k = int(theory.active_modes(spec, b, latent_dim=latent_dim))
     if latent_dim is not None and k == latent_dim:

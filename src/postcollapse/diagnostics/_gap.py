@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from postcollapse._checks import check_int_at_least
-from postcollapse.diagnostics._effective_beta import _as_spectrum, predict_modes
+from postcollapse.diagnostics._effective_beta import as_spectrum, predict_modes
 
 __all__ = ["OptimumGap", "gap_to_optimum", "ActiveComparison", "compare_active_modes"]
 
@@ -29,18 +29,6 @@ class OptimumGap:
     gap: float | np.ndarray
     relative_gap: float | np.ndarray
     beta: float | np.ndarray
-
-
-def _as_moments(data):
-    from postcollapse import theory
-
-    if isinstance(data, theory.Moments):
-        return data
-    if hasattr(data, "moments") and callable(data.moments):
-        return data.moments()
-    if isinstance(data, tuple) and len(data) == 2:
-        return theory.Moments.from_arrays(np.asarray(data[0]), np.asarray(data[1]))
-    return theory.Moments.from_arrays(np.asarray(data, dtype=np.float64))
 
 
 def gap_to_optimum(
@@ -78,6 +66,7 @@ def gap_to_optimum(
     OptimumGap
     """
     from postcollapse import theory
+    from postcollapse.theory.moments import as_moments
 
     latent_dim = check_int_at_least("latent_dim", latent_dim, 1)
     if (loss is None) == (params is None):
@@ -90,7 +79,7 @@ def gap_to_optimum(
         missing = [k for k in ("U", "W", "sigma2", "b_e", "b_d") if k not in params]
         if missing:
             raise ValueError(f"params lacks {', '.join(missing)}; it needs U, W, sigma2, b_e, b_d")
-        moments = _as_moments(data)
+        moments = as_moments(data)
         spec = theory.spectrum(moments)
         loss_arr = np.asarray(
             theory.vae_loss(
@@ -101,7 +90,7 @@ def gap_to_optimum(
             dtype=np.float64,
         )
     else:
-        spec = _as_spectrum(data)
+        spec = as_spectrum(data)
         loss_arr = np.asarray(loss, dtype=np.float64)
         if loss_arr.shape != betas.shape:
             raise ValueError(

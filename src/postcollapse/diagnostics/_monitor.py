@@ -26,12 +26,12 @@ mutual information uses a bounded uniform reservoir subsample of the (mu, logvar
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from postcollapse._checks import check_int_at_least, check_positive
+from postcollapse._checks import ACTIVE_VAR_THRESHOLD, check_int_at_least, check_positive
 
 __all__ = [
     "CollapseMonitor",
@@ -233,7 +233,6 @@ class CollapseSummary:
     epsilon: float
     delta: float
     eta_enc: float
-    extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def latent_dim(self) -> int:
@@ -301,7 +300,8 @@ class CollapseMonitor:
     latent_dim : int, optional
         Expected latent dimension; checked on every update when given.
     threshold : float > 0
-        Active-unit threshold on Cov_x(mu_i) (Burda et al. 2016 use 0.01).
+        Active-unit threshold on Cov_x(mu_i); the default 0.01 (Burda et al. 2016) is the
+        rule the sweeps, the reproduction and the CLI use too.
     epsilon : float > 0
         KL level (nats) under which a dimension counts as collapsed for an input.
     delta : float in [0, 1)
@@ -326,7 +326,7 @@ class CollapseMonitor:
         self,
         latent_dim: int | None = None,
         *,
-        threshold: float = 0.01,
+        threshold: float = ACTIVE_VAR_THRESHOLD,
         epsilon: float = 0.01,
         delta: float = 0.01,
         eta_enc: float = 1.0,
@@ -493,7 +493,7 @@ def collapse_metrics(
     mu,
     logvar,
     *,
-    threshold: float = 0.01,
+    threshold: float = ACTIVE_VAR_THRESHOLD,
     epsilon: float = 0.01,
     delta: float = 0.01,
     eta_enc: float = 1.0,

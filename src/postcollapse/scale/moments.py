@@ -41,7 +41,7 @@ def _describe_chunks(chunks: tuple) -> str:
 
 @dataclass(frozen=True)
 class _FileRows:
-    """Rows [start, stop) of an array stored in a file, opened by the task that reads them.
+    """Rows [start, stop) of an array stored in a file, opened by the worker that reads them.
 
     Only this record travels to a worker (the file must be visible there). With
     ``offset`` (the byte position of row ``start`` of a C-contiguous array) the rows are
@@ -175,7 +175,7 @@ def _tree_reduce(parts: list, split_every: int, scheduler) -> Moments:
     return m
 
 
-def _check_2d(name: str, a):
+def _check_lazy_2d(name: str, a):
     """``a`` as a 2-D dask array or array-like (1-D: one column); check dtype and chunks."""
     if not isinstance(a, da.Array) and not all(
         hasattr(a, attr) for attr in ("shape", "dtype", "ndim", "__getitem__")
@@ -203,13 +203,13 @@ def _delayed_blocks(a, row_chunks: tuple) -> list:
     """One delayed (rows, d) block of ``a`` per entry of ``row_chunks``.
 
     A dask array is rechunked to these rows and one column block. Any other array is
-    put in the graph once under a random name and sliced by tasks: ``from_array`` would
+    put in the graph once under a random name and sliced block by block: ``from_array`` would
     copy it and hash its data (dask >= 2024), and read a memory map into memory whole.
     """
     if isinstance(a, da.Array):
         return list(a.rechunk((row_chunks, -1)).to_delayed().ravel())
     bounds = np.concatenate([[0], np.cumsum(row_chunks)]).astype(int)
-    if _file_position(a) is not None:  # a memory map: tasks map their own rows
+    if _file_position(a) is not None:  # a memory map: each block maps its own rows
         return [
             _file_rows(a, None, int(lo), int(hi), in_messages=False)
             for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
@@ -260,7 +260,7 @@ def moments(
     ----------
     x : dask array, ndarray or np.memmap, shape (n_samples, d0)
         A dask array keeps its row blocks (columns are rechunked into one block). Other
-        arrays are neither copied nor hashed: tasks slice them in row blocks of
+        arrays are neither copied nor hashed: they are sliced in row blocks of
         ``chunk_rows`` (default about 32 MiB of float64 per block), so a memory map is
         read block by block (its streamed pages are released as it goes).
     y : same kinds, shape (n_samples, d2), optional
@@ -287,14 +287,14 @@ def moments(
 
     Notes
     -----
-    A numpy array or memory map is embedded in the task graph: on a cluster of separate
+    A numpy array or memory map is embedded in the dask graph: on a cluster of separate
     processes it is shipped to the workers. For data that live in files, use
     ``moments_from_files`` so that each worker reads its own shard.
     """
     split_every = _check_split_every(split_every)
-    x = _check_2d("x", x)
+    x = _check_lazy_2d("x", x)
     if y is not None:
-        y = _check_2d("y (target)", y)
+        y = _check_lazy_2d("y (target)", y)
         check_same_rows(x, y)
     if x.shape[0] == 0:
         return Moments.empty(x.shape[1], None if y is None else y.shape[1])
@@ -339,13 +339,13 @@ def moments_from_files(
     ----------
     paths : sequence of path-like
         ``.npy`` files holding arrays of shape (n_i, d0) (1-D: one column), in row order.
-        Each task memory-maps its own file, so only paths travel to the workers; the
+        Each block memory-maps its own file, so only paths travel to the workers; the
         files must be visible to them (a shared file system on a cluster).
     target_paths : sequence of path-like, optional
         One target file per shard, shape (n_i, d2); None is the plain VAE.
     chunk_rows : int, optional
-        Split shards into tasks of at most this many rows (default: one task per shard;
-        a task streams its rows in bounded memory either way).
+        Split shards into blocks of at most this many rows (default: one block per shard;
+        a block streams its rows in bounded memory either way).
     split_every, scheduler
         As in ``moments``.
 
@@ -379,8 +379,7 @@ def moments_from_files(
         tshapes = [_open_npy(t).shape for t in targets]
         d2 = tshapes[0][1]
         for p, t, s, ts in zip(paths, targets, shapes, tshapes, strict=True):
-            if ts[0] != s[0]:
-                raise ValueError(f"shard {p} has {s[0]} rows but its target {t} has {ts[0]}")
+            check_same_rows(s[0], ts[0], x_name=f"shard {p}", y_name=f"its target {t}")
             if ts[1] != d2:
                 raise ValueError(f"target shard {t} has {ts[1]} columns but {targets[0]} has {d2}")
     parts = []

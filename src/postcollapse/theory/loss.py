@@ -24,7 +24,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from postcollapse._checks import check_2d, check_finite_array, check_int_at_least, check_positive
+from postcollapse._checks import (
+    check_2d,
+    check_finite_array,
+    check_int_at_least,
+    check_positive,
+    check_same_rows,
+)
+from postcollapse.theory.moments import Moments, as_moments
+from postcollapse.theory.optimum import SIGMA_MODES
 
 __all__ = [
     "vae_loss",
@@ -34,16 +42,6 @@ __all__ = [
     "origin_hessian",
     "origin_hessian_min_eig",
 ]
-
-
-class _Stats(NamedTuple):
-    """Central first and second moments (population 1/N), float64."""
-
-    mean_x: np.ndarray  # (d0,)
-    mean_y: np.ndarray  # (d2,)
-    cov_x: np.ndarray  # (d0, d0)   A
-    cov_yx: np.ndarray  # (d2, d0)  C
-    s_yy: float  # E||y - E y||^2
 
 
 class VAEGrad(NamedTuple):
@@ -57,53 +55,20 @@ class VAEGrad(NamedTuple):
     b_d: np.ndarray
 
 
-def _arrays_to_stats(x, y) -> _Stats:
+def _checked_arrays(x, y) -> tuple[np.ndarray, np.ndarray]:
+    """float64 (x, y) with y = x for the plain VAE, after the shape and finiteness checks."""
     x = check_2d("x", x, min_rows=1)
     check_finite_array("x", x)
     x = np.asarray(x, dtype=np.float64)
     if y is None:
-        y = x
-    else:
-        y = check_2d("y", y, min_rows=1)
-        check_finite_array("y", y)
-        y = np.asarray(y, dtype=np.float64)
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"x and y must have the same number of rows, got {x.shape[0]} and {y.shape[0]}"
-            )
-    n = x.shape[0]
-    mx, my = x.mean(axis=0), y.mean(axis=0)
-    xc, yc = x - mx, y - my
-    return _Stats(mx, my, xc.T @ xc / n, yc.T @ xc / n, float(np.sum(yc * yc) / n))
+        return x, x
+    y = check_2d("y", y, min_rows=1)
+    check_finite_array("y", y)
+    check_same_rows(x, y)
+    return x, np.asarray(y, dtype=np.float64)
 
 
-def _as_stats(data) -> _Stats:
-    """Accept a ``Moments`` (duck-typed) or an ``(x, y)`` / ``(x,)`` tuple / bare array x."""
-    if isinstance(data, tuple):
-        if len(data) == 1:
-            return _arrays_to_stats(data[0], None)
-        if len(data) == 2:
-            return _arrays_to_stats(data[0], data[1])
-        raise ValueError(f"data tuple must be (x, y) or (x,), got a tuple of length {len(data)}")
-    if isinstance(data, np.ndarray):
-        return _arrays_to_stats(data, None)
-    needed = ("mean_x", "mean_y", "cov_x", "cov_yx", "s_yy")
-    if all(hasattr(data, a) for a in needed):
-        return _Stats(
-            np.asarray(data.mean_x, dtype=np.float64),
-            np.asarray(data.mean_y, dtype=np.float64),
-            np.asarray(data.cov_x, dtype=np.float64),
-            np.asarray(data.cov_yx, dtype=np.float64),
-            float(data.s_yy),
-        )
-    raise TypeError(
-        "data must be a postcollapse.theory.Moments or an (x, y) tuple of arrays "
-        f"(y None for the plain VAE), got {type(data).__name__}"
-    )
-
-
-def _check_params(st: _Stats, U, W, sigma2, b_e, b_d):
-    d0, d2 = st.mean_x.shape[0], st.mean_y.shape[0]
+def _check_params(d0: int, d2: int, U, W, sigma2, b_e, b_d):
     U = np.asarray(U, dtype=np.float64)
     W = np.asarray(W, dtype=np.float64)
     if U.ndim != 2 or U.shape[0] != d2:
@@ -125,18 +90,19 @@ def _check_params(st: _Stats, U, W, sigma2, b_e, b_d):
     return U, W, sigma2, b_e, b_d
 
 
-def _loss_terms(st, U, W, sigma2, b_e, b_d, beta, eta_enc, eta_dec, *, grad):
+def _loss_terms(m: Moments, U, W, sigma2, b_e, b_d, beta, eta_enc, eta_dec, *, grad):
+    mean_x, A, C = m.mean_x, m.cov_x, m.cov_yx
     M = U @ W.T
     c = U @ b_e + b_d
-    e = M @ st.mean_x + c - st.mean_y  # mean reconstruction error, (d2,)
-    MA = M @ st.cov_x
+    e = M @ mean_x + c - m.mean_y  # mean reconstruction error, (d2,)
+    MA = M @ A
     col2 = np.einsum("ij,ij->j", U, U)  # ||U[:, i]||^2
-    recon = np.sum(MA * M) - 2.0 * np.sum(M * st.cov_yx) + st.s_yy + e @ e + col2 @ sigma2
+    recon = np.sum(MA * M) - 2.0 * np.sum(M * C) + m.s_yy + e @ e + col2 @ sigma2
     # Rounding can push the (nonnegative) reconstruction term a hair below zero.
     recon = max(recon, 0.0)
-    m = W.T @ st.mean_x + b_e  # mean latent code, (d1,)
-    AW = st.cov_x @ W
-    kl_mean = np.sum(W * AW) + m @ m
+    mz = W.T @ mean_x + b_e  # mean latent code, (d1,)
+    AW = A @ W
+    kl_mean = np.sum(W * AW) + mz @ mz
     ratio = sigma2 / eta_enc**2
     kl_var = np.sum(ratio - 1.0 - np.log(ratio))
     s_dec = 1.0 / (2.0 * eta_dec**2)
@@ -144,11 +110,11 @@ def _loss_terms(st, U, W, sigma2, b_e, b_d, beta, eta_enc, eta_dec, *, grad):
     loss = float(s_dec * recon + s_enc * kl_mean + 0.5 * beta * kl_var)
     if not grad:
         return loss, None
-    gM = 2.0 * (MA - st.cov_yx + np.outer(e, st.mean_x))  # d recon / dM
+    gM = 2.0 * (MA - C + np.outer(e, mean_x))  # d recon / dM
     gc = 2.0 * e  # d recon / dc
     gU = s_dec * (gM @ W + np.outer(gc, b_e) + 2.0 * U * sigma2)
-    gW = s_dec * (gM.T @ U) + s_enc * 2.0 * (AW + np.outer(st.mean_x, m))
-    gb_e = s_dec * (U.T @ gc) + s_enc * 2.0 * m
+    gW = s_dec * (gM.T @ U) + s_enc * 2.0 * (AW + np.outer(mean_x, mz))
+    gb_e = s_dec * (U.T @ gc) + s_enc * 2.0 * mz
     gb_d = s_dec * gc
     gs2 = s_dec * col2 + 0.5 * beta * (1.0 / eta_enc**2 - 1.0 / sigma2)
     return loss, VAEGrad(gU, gW, gs2, gs2 * sigma2, gb_e, gb_d)
@@ -167,10 +133,12 @@ def vae_loss(data, *, U, W, sigma2, b_e, b_d, beta, eta_enc=1.0, eta_dec=1.0) ->
 
     Parameters
     ----------
-    data : Moments or tuple
-        A ``postcollapse.theory.Moments``, or ``(x, y)`` with x (n_samples, d0) and
-        y (n_samples, d2); ``y`` None (or a 1-tuple / bare array) is the plain VAE, y = x.
-        Arrays are evaluated directly (sample mean over rows), not through moments.
+    data : Moments, Dataset, tuple or ndarray
+        A ``postcollapse.theory.Moments``, a ``Dataset``, or ``(x, y)`` with x
+        (n_samples, d0) and y (n_samples, d2); ``y`` None (or a 1-tuple / bare array) is
+        the plain VAE, y = x. Arrays are evaluated directly here (sample mean over rows);
+        :func:`vae_loss_and_grad` and :class:`FlatVAELoss` take their moments
+        (:func:`~postcollapse.theory.moments.as_moments`).
     U : array (d2, d1)
         Decoder weight.
     W : array (d0, d1)
@@ -188,9 +156,9 @@ def vae_loss(data, *, U, W, sigma2, b_e, b_d, beta, eta_enc=1.0, eta_dec=1.0) ->
     beta, eta_enc, eta_dec = _check_scalars(beta, eta_enc, eta_dec)
     if isinstance(data, tuple | np.ndarray):
         return _loss_on_arrays(data, U, W, sigma2, b_e, b_d, beta, eta_enc, eta_dec)
-    st = _as_stats(data)
-    U, W, sigma2, b_e, b_d = _check_params(st, U, W, sigma2, b_e, b_d)
-    return _loss_terms(st, U, W, sigma2, b_e, b_d, beta, eta_enc, eta_dec, grad=False)[0]
+    m = as_moments(data)
+    U, W, sigma2, b_e, b_d = _check_params(m.d0, m.d2, U, W, sigma2, b_e, b_d)
+    return _loss_terms(m, U, W, sigma2, b_e, b_d, beta, eta_enc, eta_dec, grad=False)[0]
 
 
 def _loss_on_arrays(data, U, W, sigma2, b_e, b_d, beta, eta_enc, eta_dec) -> float:
@@ -201,11 +169,8 @@ def _loss_on_arrays(data, U, W, sigma2, b_e, b_d, beta, eta_enc, eta_dec) -> flo
         data = (data[0], None)
     if len(data) != 2:
         raise ValueError(f"data tuple must be (x, y) or (x,), got a tuple of length {len(data)}")
-    x, y = data
-    st = _arrays_to_stats(x, y)  # validates shapes/finiteness
-    x = np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1)
-    y = x if y is None else np.asarray(y, dtype=np.float64).reshape(y.shape[0], -1)
-    U, W, sigma2, b_e, b_d = _check_params(st, U, W, sigma2, b_e, b_d)
+    x, y = _checked_arrays(*data)
+    U, W, sigma2, b_e, b_d = _check_params(x.shape[1], y.shape[1], U, W, sigma2, b_e, b_d)
     mu = x @ W + b_e  # (n, d1)
     err = mu @ U.T + b_d - y  # (n, d2)
     recon = np.mean(np.sum(err * err, axis=1)) + np.einsum("ij,ij->j", U, U) @ sigma2
@@ -230,9 +195,9 @@ def vae_loss_and_grad(
         log_sigma2 (d1,) = dL/d log sigma_i^2, b_e (d1,), b_d (d2,).
     """
     beta, eta_enc, eta_dec = _check_scalars(beta, eta_enc, eta_dec)
-    st = _as_stats(data)
-    U, W, sigma2, b_e, b_d = _check_params(st, U, W, sigma2, b_e, b_d)
-    return _loss_terms(st, U, W, sigma2, b_e, b_d, beta, eta_enc, eta_dec, grad=True)
+    m = as_moments(data)
+    U, W, sigma2, b_e, b_d = _check_params(m.d0, m.d2, U, W, sigma2, b_e, b_d)
+    return _loss_terms(m, U, W, sigma2, b_e, b_d, beta, eta_enc, eta_dec, grad=True)
 
 
 @dataclass(frozen=True)
@@ -250,7 +215,7 @@ class FlatVAELoss:
     >>> params = f.unpack(res.x)     # dict U, W, sigma2, b_e, b_d
     """
 
-    stats: _Stats
+    moments: Moments
     latent_dim: int
     beta: float
     sigma: object  # "learnable" | "prior" | ndarray (latent_dim,)
@@ -263,9 +228,10 @@ class FlatVAELoss:
         latent_dim = check_int_at_least("latent_dim", latent_dim, 1)
         beta, eta_enc, eta_dec = _check_scalars(beta, eta_enc, eta_dec)
         if isinstance(sigma, str):
-            if sigma not in ("learnable", "prior"):
+            if sigma not in SIGMA_MODES:
                 raise ValueError(
-                    f"sigma must be 'learnable', 'prior' or an array of variances, got {sigma!r}"
+                    f"sigma must be one of {', '.join(SIGMA_MODES)} or an array of variances, "
+                    f"got {sigma!r}"
                 )
         else:
             sigma = np.asarray(sigma, dtype=np.float64)
@@ -276,15 +242,15 @@ class FlatVAELoss:
                     f"sigma array must hold latent_dim={latent_dim} finite variances > 0, "
                     f"got shape {sigma.shape}"
                 )
-        return cls(_as_stats(data), latent_dim, beta, sigma, eta_enc, eta_dec)
+        return cls(as_moments(data), latent_dim, beta, sigma, eta_enc, eta_dec)
 
     @property
     def d0(self) -> int:
-        return self.stats.mean_x.shape[0]
+        return self.moments.d0
 
     @property
     def d2(self) -> int:
-        return self.stats.mean_y.shape[0]
+        return self.moments.d2
 
     @property
     def size(self) -> int:
@@ -333,7 +299,7 @@ class FlatVAELoss:
 
     def init(self, rng: np.random.Generator, *, scale: float = 1.0) -> np.ndarray:
         """A random starting vector: N(0, scale^2) entries scaled to the data's spread."""
-        spread = np.sqrt(max(np.trace(self.stats.cov_x), 1e-300) / self.d0)
+        spread = np.sqrt(max(np.trace(self.moments.cov_x), 1e-300) / self.d0)
         theta = rng.normal(0.0, scale, self.size)
         d0, d1, d2 = self.d0, self.latent_dim, self.d2
         theta[d2 * d1 : d2 * d1 + d0 * d1] /= spread
@@ -343,7 +309,7 @@ class FlatVAELoss:
         """Return (L_VAE, gradient w.r.t. the flat vector)."""
         p = self.unpack(theta)
         loss, g = _loss_terms(
-            self.stats, p["U"], p["W"], p["sigma2"], p["b_e"], p["b_d"],
+            self.moments, p["U"], p["W"], p["sigma2"], p["b_e"], p["b_d"],
             self.beta, self.eta_enc, self.eta_dec, grad=True,
         )
         parts = [g.U.ravel(), g.W.ravel(), g.b_e, g.b_d]

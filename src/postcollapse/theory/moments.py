@@ -25,7 +25,7 @@ from postcollapse._checks import (
     check_same_rows,
 )
 
-__all__ = ["Moments"]
+__all__ = ["Moments", "as_moments"]
 
 DEFAULT_CHUNK = 4096
 
@@ -204,10 +204,7 @@ class Moments:
             if y is None:
                 raise ValueError("these moments have a separate target; pass y with x")
             y = check_2d("y (target)", y, min_rows=0)
-            if y.shape[0] != x.shape[0]:
-                raise ValueError(
-                    f"x chunk has {x.shape[0]} rows but y chunk has {y.shape[0]}"
-                )
+            check_same_rows(x, y, x_name="x chunk", y_name="y chunk")
             if y.shape[1] != self.d2:
                 raise ValueError(f"y chunk has {y.shape[1]} columns, expected {self.d2}")
         if x.shape[0] == 0:
@@ -294,3 +291,36 @@ class Moments:
     def mean_y(self) -> np.ndarray:
         """E y, shape (d2,) (equal to E x for a plain VAE)."""
         return self.mean_x if self.plain else self.y_mean
+
+
+def as_moments(data) -> Moments:
+    """The ``Moments`` of ``data``, the one adapter behind every ``data`` argument.
+
+    Parameters
+    ----------
+    data : Moments, Dataset, tuple or ndarray
+        A ``Moments`` (returned as it is); an object with a ``moments()`` method (a
+        ``postcollapse.data.Dataset``); a tuple ``(x, y)`` or ``(x,)`` with x of shape
+        (n_samples, d0) and y of shape (n_samples, d2) (y None, or a 1-tuple, is the plain
+        VAE, y = x); or an array x of shape (n_samples, d0) (plain VAE).
+
+    Returns
+    -------
+    Moments
+    """
+    if isinstance(data, Moments):
+        return data
+    if isinstance(data, tuple):
+        if len(data) not in (1, 2):
+            raise ValueError(
+                f"data tuple must be (x, y) or (x,), got a tuple of length {len(data)}"
+            )
+        return Moments.from_arrays(*data)
+    if callable(getattr(data, "moments", None)):
+        return data.moments()
+    if isinstance(data, np.ndarray):
+        return Moments.from_arrays(data)
+    raise TypeError(
+        "data must be a postcollapse.theory.Moments, a Dataset, an (x, y) tuple of arrays "
+        f"(y None for the plain VAE) or an array x (n_samples, d0), got {type(data).__name__}"
+    )
