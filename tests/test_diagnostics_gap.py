@@ -67,3 +67,22 @@ def test_compare_active_modes_inputs():
     assert not c.agree and c.measured == 2
     with pytest.raises(TypeError, match=r"measured must be an int"):
         compare_active_modes(1.5, x, b)
+
+
+def test_every_data_form_gives_the_same_gap():
+    # A conditional model: the (x, y) tuple, its Moments and its Dataset are one data set,
+    # with a measured loss (Spectrum path) as well as with parameters (Moments path).
+    from postcollapse.data import Dataset
+
+    x = _data()
+    y = x @ np.array([[1.0, 0.5], [0.0, -1.0], [2.0, 0.0]])
+    m = theory.Moments.from_arrays(x, y)
+    opt = theory.optimum(theory.spectrum(m), latent_dim=2, beta=0.7)
+    p = {**_params(opt), "U": opt.U * 0.9}
+    ref = gap_to_optimum(m, beta=0.7, latent_dim=2, params=p)
+    assert ref.gap > 1e-4
+    for data in ((x, y), Dataset("d", x, y)):
+        g = gap_to_optimum(data, beta=0.7, latent_dim=2, params=p)
+        assert g.gap == pytest.approx(ref.gap, rel=1e-9)
+        g = gap_to_optimum(data, beta=0.7, latent_dim=2, loss=ref.loss)
+        assert g.gap == pytest.approx(ref.gap, rel=1e-9)

@@ -157,3 +157,34 @@ def test_shift_choice_keeps_central_moments_exact(ratio, chunk):
     np.testing.assert_allclose(m.cov_x, ref_x.T @ ref_x / 500, rtol=1e-11, atol=1e-13)
     np.testing.assert_allclose(m.cov_yx, ref_y.T @ ref_x / 500, rtol=1e-11, atol=1e-12)
     assert m.s_yy == pytest.approx(float((ref_y**2).sum()) / 500, rel=1e-11)
+
+
+# ---------------------------------------------------------------------------- as_moments
+
+
+def test_as_moments_accepts_every_data_form():
+    from postcollapse.data import Dataset
+    from postcollapse.theory.moments import as_moments
+
+    rng = np.random.default_rng(3)
+    x = 50.0 + rng.normal(size=(40, 3))
+    y = x @ rng.normal(size=(3, 2))
+    m = Moments.from_arrays(x, y)
+    assert as_moments(m) is m
+    _assert_moments_equal(as_moments((x, y)), x, y)
+    for plain in ((x,), (x, None), x, Dataset("d", x)):
+        got = as_moments(plain)
+        assert got.plain
+        _assert_moments_equal(got, x, None)
+    _assert_moments_equal(as_moments(Dataset("d", x, y)), x, y)
+
+
+def test_as_moments_errors():
+    from postcollapse.theory.moments import as_moments
+
+    with pytest.raises(ValueError, match=r"\(x, y\) or \(x,\), got a tuple of length 3"):
+        as_moments((np.zeros((3, 2)),) * 3)
+    with pytest.raises(TypeError, match="Moments, a Dataset, an \\(x, y\\) tuple .* got list"):
+        as_moments([[1.0, 2.0], [3.0, 4.0]])
+    with pytest.raises(ValueError, match="x has 5 rows but the target y has 4"):
+        as_moments((np.zeros((5, 2)), np.zeros((4, 2))))
