@@ -27,8 +27,6 @@ import numpy as np
 from postcollapse._checks import check_2d, check_finite_array
 
 __all__ = [
-    "SUFFIXES",
-    "IDX_TRAIN_IMAGES",
     "read_array",
     "read_xy",
     "read_npy",
@@ -39,9 +37,6 @@ __all__ = [
     "check_finite_chunked",
     "count_nonfinite",
 ]
-
-SUFFIXES = (".npy", ".npz", ".csv", ".gz", "IDX (no suffix, e.g. train-images-idx3-ubyte)")
-IDX_TRAIN_IMAGES = "train-images-idx3-ubyte"
 
 # IDX type code -> big-endian numpy dtype.
 _IDX_DTYPES = {
