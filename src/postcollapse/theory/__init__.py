@@ -1,6 +1,6 @@
 """Exact theory of the linear (conditional) VAE: moments, spectrum, thresholds, optimum.
 
-Pure numpy/scipy; never imports torch or matplotlib. Conventions: ``../shared/THEORY.md``.
+Pure numpy/scipy; never imports torch or matplotlib. Conventions: ``docs/THEORY.md``.
 """
 
 from postcollapse.theory.loss import (
