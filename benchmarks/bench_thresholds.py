@@ -10,7 +10,7 @@ once, ratios per repeat, median reported):
   full         the same with the singular vectors (what `optimum` needs)
   sklearn      PCA(svd_solver="covariance_eigh").fit(X)
 
-Targets (issue 2): ours <= 1.2 x bare, ours <= sklearn. Accuracy: X + 1e4 (pixels in [0, 1]
+Targets: ours <= 1.2 x bare, ours <= sklearn. Accuracy: X + 1e4 (pixels in [0, 1]
 shifted far from zero) must give the same eigenvalues as X; sklearn's covariance_eigh
 forms raw X^T X and subtracts n mean mean^T afterwards, which cancels catastrophically.
 
