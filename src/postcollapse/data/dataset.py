@@ -202,8 +202,8 @@ class Dataset:
 
 def _unknown(spec: str) -> ValueError:
     return ValueError(
-        f"unknown data set {spec!r}: expected 'synthetic', 'mnist', or a path to an existing "
-        ".npy / .npz / .csv / IDX file or IDX folder"
+        f"unknown data set {spec!r}: expected {', '.join(map(repr, NAMES))}, or a path to an "
+        "existing .npy / .npz / .csv / IDX file or IDX folder"
     )
 
 
