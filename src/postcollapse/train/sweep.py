@@ -128,13 +128,13 @@ def _resolve_data(data, target):
         y = None if data[1] is None else np.asarray(data[1], dtype=np.float64)
         name = "arrays"
     else:
-        if hasattr(data, "as_float_arrays"):
+        from postcollapse.data import Dataset, load
+
+        if isinstance(data, Dataset):
             if target is not None:
                 raise ValueError("target must be None when data is a Dataset")
             ds = data
         else:
-            from postcollapse.data import load
-
             ds = load(data, target=target)
         name = str(getattr(ds, "name", "dataset"))
         x = np.asarray(ds.x, dtype=np.float64)
