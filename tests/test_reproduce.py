@@ -101,6 +101,38 @@ def test_read_collapse_not_reached_and_diverged_rows():
         read_collapse([_row(1, 0, 1, loss=float("inf"))], ZETA2, latent_dim=5)
 
 
+def test_prose_ships_for_every_preset_and_figure():
+    from postcollapse._checks import ACTIVE_VAR_THRESHOLD
+    from postcollapse.reproduce.prose import prose, titles
+
+    for preset in rp.PRESETS:
+        assert prose(f"notes_{preset}").startswith(f"Preset {preset} ")
+    assert sorted(titles()) == sorted(rp.FIGURES)
+    assert f"exceeds {ACTIVE_VAR_THRESHOLD} (Burda" in rp.COLLAPSE_RULE
+    assert "\n" not in rp.COLLAPSE_RULE and "  " not in rp.COLLAPSE_RULE
+    assert prose("no_such_text") == ""
+
+
+def test_records_to_json_turns_nan_into_null_and_keeps_kind():
+    from postcollapse.reproduce.records import DataInfo, jsonable
+
+    gaps = rp.TheoryGaps(loss=math.nan, loss_signed=math.nan, loss_beta=math.nan,
+                         sigma=0.5, sigma_beta=np.float64(2.0))
+    reading = read_collapse([_row(1, 0, 1), _row(30, 0, 0)], ZETA2, latent_dim=5)
+    rec = rp.SweepFigure(
+        name="fig4", title="t", config=rp.figure_config("fig4", "test"),
+        data=DataInfo(name="d", n_samples=3, d0=2, d2=2), zeta=[1.0], thresholds=[1.0],
+        betas=[1.0, 30.0], train_seconds=1.0, device="cpu", files=[], wall_seconds=1.0,
+        collapse=reading, collapse_tolerance=0.15, collapse_within_tolerance=False,
+        gaps=gaps, linear=True, n_rows=2, n_converged=2, n_diverged=0,
+        n_active_agree=reading.n_active_agree)
+    j = rec.to_json()
+    assert j["kind"] == "sweep" and j["gaps"]["loss"] is None and j["gaps"]["sigma"] == 0.5
+    assert j["config"]["seeds"] == [0] and j["collapse"]["observed"] == 30.0
+    assert json.loads(json.dumps(j)) == j
+    assert jsonable((np.int64(3), math.inf)) == [3, None]
+
+
 def test_presets_and_bad_arguments(tmp_path):
     quick = rp.figure_config("fig2", "quick")
     paper = rp.figure_config("fig2", "paper")

@@ -30,7 +30,8 @@ from postcollapse.reproduce.reading import (
 from postcollapse.reproduce.records import DataInfo, SamplesFigure, SweepFigure
 from postcollapse.reproduce.report import num, pct
 
-__all__ = ["RunContext", "run_sweep", "sweep_figure", "samples_figure", "decode_prior"]
+__all__ = ["RunContext", "TRAINER_OPTIONS", "run_sweep", "sweep_figure", "samples_figure",
+           "decode_prior"]
 
 
 @dataclass
@@ -73,29 +74,17 @@ def _theory(ctx: RunContext, cfg: FigureConfig) -> _Theory:
     return _Theory(ds=ds, spec=spec, zeta=zeta, thresholds=zeta**2)
 
 
+#: The FigureConfig fields passed to the trainer under the same name.
+TRAINER_OPTIONS = ("model", "sigma", "latent_dim", "hidden", "seeds", "steps", "epochs",
+                   "batch_size", "lr", "optimizer", "dtype", "eval_samples")
+
+
 def run_sweep(ctx: RunContext, cfg: FigureConfig, data, betas, sweep_dir: Path):
     """Train (or resume) the sweep of ``cfg`` at ``betas`` in ``sweep_dir`` with
     ``ctx.trainer``; returns its result (``rows``, ``members``, ``model``, ``timing``)."""
-    return ctx.trainer(
-        data,
-        betas=[float(b) for b in betas],
-        model=cfg.model,
-        sigma=cfg.sigma,
-        latent_dim=cfg.latent_dim,
-        hidden=cfg.hidden,
-        seeds=cfg.seeds,
-        steps=cfg.steps,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        optimizer=cfg.optimizer,
-        dtype=cfg.dtype,
-        eval_samples=cfg.eval_samples,
-        device=ctx.device,
-        out=sweep_dir,
-        resume=True,
-        progress=ctx.progress,
-    )
+    options = {name: getattr(cfg, name) for name in TRAINER_OPTIONS}
+    return ctx.trainer(data, betas=[float(b) for b in betas], **options, device=ctx.device,
+                       out=sweep_dir, resume=True, progress=ctx.progress)
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
