@@ -12,7 +12,6 @@ import pytest
 from postcollapse.figures import (
     loss_sigma_figure,
     montage,
-    rows_to_arrays,
     samples_figure,
     save_figure,
     theory_curves,
@@ -70,21 +69,6 @@ def test_theory_curves_default_range_and_loss(spec):
     assert np.all(np.diff(c.loss) >= -1e-12)  # min loss is non-decreasing in beta
     with pytest.raises(ValueError, match="beta_range must be increasing"):
         theory_curves(spec, latent_dim=5, beta_range=(2.0, 1.0))
-
-
-def test_rows_to_arrays_sorts_and_drops_diverged():
-    rows = [
-        {"beta": 2.0, "seed": 0, "loss": 1.0, "active_units": 1, "sigma_1": 0.9, "sigma_2": 0.1},
-        {"beta": 1.0, "seed": 1, "loss": 2.0, "active_units": 2, "sigma_1": 0.8, "sigma_2": 0.3},
-        {"beta": 1.0, "seed": 0, "loss": float("nan"), "active_units": 2, "sigma_1": 1,
-         "sigma_2": 1},
-        {"beta": 3.0, "seed": 0, "loss": 5.0, "diverged": True, "active_units": 0,
-         "sigma_1": 1, "sigma_2": 1},
-    ]
-    a = rows_to_arrays(rows, latent_dim=2)
-    np.testing.assert_array_equal(a["beta"], [1.0, 2.0])
-    np.testing.assert_array_equal(a["seed"], [1, 0])
-    np.testing.assert_array_equal(a["sigma"], [[0.3, 0.8], [0.1, 0.9]])  # ascending per row
 
 
 def _texts(fig):

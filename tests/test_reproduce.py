@@ -22,6 +22,8 @@ import pytest
 import postcollapse.reproduce as rp
 from postcollapse.cli import main
 from postcollapse.reproduce import beta_grid, read_collapse, sample_betas
+from postcollapse.reproduce.reading import parse_flag, rows_to_arrays
+from postcollapse.reproduce.runs import RunContext, run_sweep
 
 ZETA2 = np.array([14.0, 8.0, 4.5, 2.0, 0.8])
 
@@ -55,6 +57,28 @@ def _row(beta, seed, active, loss=1.0):
     return {"beta": beta, "seed": seed, "loss": loss, "active_units": active}
 
 
+def test_rows_to_arrays_sorts_and_drops_diverged():
+    rows = [
+        {"beta": 2.0, "seed": 0, "loss": 1.0, "active_units": 1, "sigma_1": 0.9, "sigma_2": 0.1},
+        {"beta": 1.0, "seed": 1, "loss": 2.0, "active_units": 2, "sigma_1": 0.8, "sigma_2": 0.3},
+        {"beta": 1.0, "seed": 0, "loss": float("nan"), "active_units": 2, "sigma_1": 1,
+         "sigma_2": 1},
+        {"beta": 3.0, "seed": 0, "loss": 5.0, "diverged": True, "active_units": 0,
+         "sigma_1": 1, "sigma_2": 1},
+    ]
+    a = rows_to_arrays(rows, latent_dim=2)
+    np.testing.assert_array_equal(a["beta"], [1.0, 2.0])
+    np.testing.assert_array_equal(a["seed"], [1, 0])
+    np.testing.assert_array_equal(a["sigma"], [[0.3, 0.8], [0.1, 0.9]])  # ascending per row
+
+
+def test_parse_flag_reads_csv_text_numbers_and_bools():
+    for v in (True, 1, 2.0, "True", "true", " TRUE ", "1", "yes"):
+        assert parse_flag(v) is True, v
+    for v in (False, 0, 0.0, None, "False", "false", "0", "", "no"):
+        assert parse_flag(v) is False, v
+
+
 def test_read_collapse_rule():
     rows = [_row(1, 0, 5), _row(10, 0, 1), _row(13, 0, 0), _row(15, 0, 1), _row(20, 0, 0),
             _row(30, 0, 0), _row(1, 1, 5), _row(10, 1, 2), _row(13, 1, 0), _row(15, 1, 0),
@@ -75,6 +99,38 @@ def test_read_collapse_not_reached_and_diverged_rows():
     assert r.observed is None and r.lower == 30 and r.rel_error is None
     with pytest.raises(ValueError, match="no finite sweep rows"):
         read_collapse([_row(1, 0, 1, loss=float("inf"))], ZETA2, latent_dim=5)
+
+
+def test_prose_ships_for_every_preset_and_figure():
+    from postcollapse._checks import ACTIVE_VAR_THRESHOLD
+    from postcollapse.reproduce.prose import prose, titles
+
+    for preset in rp.PRESETS:
+        assert prose(f"notes_{preset}").startswith(f"Preset {preset} ")
+    assert sorted(titles()) == sorted(rp.FIGURES)
+    assert f"exceeds {ACTIVE_VAR_THRESHOLD} (Burda" in rp.COLLAPSE_RULE
+    assert "\n" not in rp.COLLAPSE_RULE and "  " not in rp.COLLAPSE_RULE
+    assert prose("no_such_text") == ""
+
+
+def test_records_to_json_turns_nan_into_null_and_keeps_kind():
+    from postcollapse.reproduce.records import DataInfo, jsonable
+
+    gaps = rp.TheoryGaps(loss=math.nan, loss_signed=math.nan, loss_beta=math.nan,
+                         sigma=0.5, sigma_beta=np.float64(2.0))
+    reading = read_collapse([_row(1, 0, 1), _row(30, 0, 0)], ZETA2, latent_dim=5)
+    rec = rp.SweepFigure(
+        name="fig4", title="t", config=rp.figure_config("fig4", "test"),
+        data=DataInfo(name="d", n_samples=3, d0=2, d2=2), zeta=[1.0], thresholds=[1.0],
+        betas=[1.0, 30.0], train_seconds=1.0, device="cpu", files=[], wall_seconds=1.0,
+        collapse=reading, collapse_tolerance=0.15, collapse_within_tolerance=False,
+        gaps=gaps, linear=True, n_rows=2, n_converged=2, n_diverged=0,
+        n_active_agree=reading.n_active_agree)
+    j = rec.to_json()
+    assert j["kind"] == "sweep" and j["gaps"]["loss"] is None and j["gaps"]["sigma"] == 0.5
+    assert j["config"]["seeds"] == [0] and j["collapse"]["observed"] == 30.0
+    assert json.loads(json.dumps(j)) == j
+    assert jsonable((np.int64(3), math.inf)) == [3, None]
 
 
 def test_presets_and_bad_arguments(tmp_path):
@@ -101,21 +157,22 @@ class _StubResult:
 
 
 def _stub_sweep(calls):
-    """A sweep that returns the closed-form optimum (ReLU: collapse 10% late)."""
+    """A trainer that returns the closed-form optimum (ReLU: collapse 10% late)."""
     import torch
 
     from postcollapse.figures import theory_sigma
-    from postcollapse.theory import min_loss
+    from postcollapse.theory import min_loss, spectrum
 
-    def fake(ctx, cfg, ds, betas, sweep_dir):
-        calls.append((cfg.name, len(betas)))
-        spec = rp._spectrum(ds)
-        z = spec.zeta_padded(cfg.latent_dim)
-        late = 1.0 if cfg.model == "linear" else 1.1
+    def fake(ds, *, betas, model, latent_dim, seeds, out, **options):
+        calls.append((Path(out).parent.name, len(betas)))
+        sweep_dir = Path(out)
+        spec = spectrum(ds.moments())
+        z = spec.zeta_padded(latent_dim)
+        late = 1.0 if model == "linear" else 1.1
         rows, members = [], []
-        lstar = min_loss(spec, betas, latent_dim=cfg.latent_dim)
+        lstar = min_loss(spec, betas, latent_dim=latent_dim)
         for b, lb, s in zip(betas, lstar, theory_sigma(z, betas), strict=True):
-            for seed in cfg.seeds:
+            for seed in seeds:
                 r = {"beta": float(b), "seed": seed, "loss": float(lb),
                      "active_units": int(np.sum(z**2 * late > b)),
                      "converged": True, "diverged": False}
@@ -131,7 +188,7 @@ def _stub_sweep(calls):
         class Dec(torch.nn.Module):
             def __init__(self):
                 super().__init__()
-                self.w = torch.nn.Parameter(torch.ones(cfg.latent_dim, ds.d2))
+                self.w = torch.nn.Parameter(torch.ones(latent_dim, ds.d2))
 
             def decode(self, zz):
                 return torch.sigmoid(zz @ self.w)
@@ -181,14 +238,21 @@ def _check_outputs(out: Path, summary: dict) -> None:
             assert f"trained and theoretical loss: {f['gaps']['loss']:.2e}" in report
 
 
-def test_reproduce_with_stub_sweep(tmp_path, monkeypatch):
+def test_reproduce_with_stub_sweep(tmp_path):
     calls = []
-    monkeypatch.setattr(rp, "_sweep", _stub_sweep(calls))
+    stub = _stub_sweep(calls)
     logs = []
-    summary = rp.reproduce(["fig4", "fig3"], out=tmp_path, preset="test", log=logs.append)
+    result = rp.reproduce(["fig4", "fig3"], out=tmp_path, preset="test", log=logs.append,
+                          trainer=stub)
     assert [c[0] for c in calls] == ["fig3", "fig4"]
     assert any("fig4" in m and "predicted complete collapse" in m for m in logs)
+    summary = result.to_json()
     _check_outputs(tmp_path, summary)
+    # The records are typed: the JSON is read from them.
+    fig4 = result.figures[1]
+    assert isinstance(fig4, rp.SweepFigure) and isinstance(fig4.collapse, rp.CollapseReading)
+    assert isinstance(result.figures[0], rp.SamplesFigure)
+    assert summary["figures"][1]["kind"] == "sweep" and summary["figures"][0]["kind"] == "samples"
     by = {f["name"]: f for f in summary["figures"]}
     # Stub: the linear model sits at the theory exactly.
     assert by["fig4"]["gaps"]["loss"] < 1e-12 and by["fig4"]["gaps"]["sigma"] < 1e-12
@@ -196,7 +260,7 @@ def test_reproduce_with_stub_sweep(tmp_path, monkeypatch):
     assert by["fig3"]["observed_active"][0] == 5 and by["fig3"]["theory_modes"][-1] == 0
     # fig3's decoded samples are cached: a second run does not call the sweep for it.
     calls.clear()
-    rp.reproduce("fig3", out=tmp_path, preset="test")
+    rp.reproduce("fig3", out=tmp_path, preset="test", trainer=stub)
     assert calls == []
 
 
@@ -213,7 +277,9 @@ def test_cli_reproduce_errors(capsys, tmp_path):
 
 
 def test_cli_reproduce_with_stub_sweep(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(rp, "_sweep", _stub_sweep([]))
+    import postcollapse.train as train
+
+    monkeypatch.setattr(train, "sweep", _stub_sweep([]))
     assert main(["reproduce", "fig4", "--preset", "test", "--out", str(tmp_path)]) == 0
     cap = capsys.readouterr()
     assert "fig4: complete collapse predicted 14" in cap.out and "loss gap" in cap.out
@@ -252,11 +318,12 @@ def test_reproduce_end_to_end_cli_subprocess(tmp_path):
     again = json.loads((tmp_path / "summary.json").read_text())
     for f, g in zip(summary["figures"], again["figures"], strict=True):
         assert f.get("collapse") == g.get("collapse") and f.get("gaps") == g.get("gaps")
+        # The training time is the one recorded by the first run, not a new measurement.
+        assert f["train_seconds"] == g["train_seconds"]
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
-    assert again["wall_seconds"] < summary["wall_seconds"]
 
 
-def test_every_preset_is_accepted_by_the_sweep_engine(monkeypatch):
+def test_every_preset_is_accepted_by_the_sweep_engine():
     import inspect
 
     import postcollapse.train as train
@@ -268,15 +335,13 @@ def test_every_preset_is_accepted_by_the_sweep_engine(monkeypatch):
         sig.bind(data, **kwargs)  # raises TypeError on a misnamed argument
         seen.append(kwargs)
 
-    monkeypatch.setattr(train, "sweep", capture)
-    ctx = rp._Ctx(out=Path("."), device="cpu", progress=False, log=lambda s: None,
-                  mnist="mnist")
+    ctx = RunContext(out=Path("."), trainer=capture, device="cpu")
     for preset in ("quick", "paper", "test"):
         for fig in rp.FIGURES:
             cfg = rp.figure_config(fig, preset)
             assert (cfg.steps is None) != (cfg.epochs is None), (preset, fig)
             if cfg.optimizer == "lbfgs":  # needs an exact loss and full batch
                 assert cfg.model == "linear" and cfg.batch_size is None
-            rp._sweep(ctx, cfg, "data", [1.0, 2.0], Path("sweep"))
+            run_sweep(ctx, cfg, "data", [1.0, 2.0], Path("sweep"))
             assert seen[-1]["resume"] is True and seen[-1]["out"] == Path("sweep")
     assert len(seen) == 15

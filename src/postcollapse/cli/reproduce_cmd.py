@@ -8,10 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["register", "cmd_reproduce"]
+from postcollapse.reproduce.presets import FIGURES, PRESETS
 
-_FIGS = ("fig1", "fig2", "fig3", "fig4", "fig5", "all")
-_PRESETS = ("quick", "paper", "test")  # "test" is hidden: the test suite's tiny run
+__all__ = ["register", "cmd_reproduce", "summary_lines"]
 
 
 def register(subparsers) -> None:
@@ -29,9 +28,10 @@ def register(subparsers) -> None:
             "meant for a GPU."
         ),
     )
-    p.add_argument("figure", nargs="?", default="all", choices=_FIGS, metavar="FIGURE",
+    p.add_argument("figure", nargs="?", default="all", choices=(*FIGURES, "all"), metavar="FIGURE",
                    help="fig1 | fig2 | fig3 | fig4 | fig5 | all (default all)")
-    p.add_argument("--preset", default="quick", choices=_PRESETS, metavar="{quick,paper}",
+    # PRESETS also holds "test" (the test suite's tiny run), hidden by the metavar.
+    p.add_argument("--preset", default="quick", choices=PRESETS, metavar="{quick,paper}",
                    help="quick (CPU, minutes; default) or paper (the paper's settings, GPU)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default results/PRESET)")
@@ -79,19 +79,25 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         progress=(not args.quiet) and sys.stderr.isatty(),
         log=None if args.quiet else log,
     )
-    for f in summary["figures"]:
-        if f["kind"] == "sweep":
-            c = f["collapse"]
-            obs = "beyond grid" if c["observed"] is None else f"{c['observed']:.4g}"
-            rel = "" if c["rel_error"] is None else f" ({100 * c['rel_error']:+.1f}%)"
-            line = (f"{f['name']}: complete collapse predicted {c['predicted']:.4g}, "
-                    f"observed {obs}{rel}")
-            if f["linear"]:
-                line += (f"; loss gap {f['gaps']['loss']:.2e}, "
-                         f"sigma gap {f['gaps']['sigma']:.2e}")
-        else:
-            line = (f"{f['name']}: active units {f['observed_active']} vs theory "
-                    f"{f['theory_modes']}")
+    for line in summary_lines(summary):
         print(line)
-    print(f"report: {out}/report.md, {out}/report.html ({summary['wall_seconds']:.0f} s)")
+    print(f"report: {out}/report.md, {out}/report.html ({summary.wall_seconds:.0f} s)")
     return 0
+
+
+def summary_lines(summary) -> list[str]:
+    """One line per figure of a :class:`~postcollapse.reproduce.ReproduceSummary`."""
+    lines = []
+    for f in summary.figures:
+        if f.kind == "sweep":
+            c = f.collapse
+            obs = "beyond grid" if c.observed is None else f"{c.observed:.4g}"
+            rel = "" if c.rel_error is None else f" ({100 * c.rel_error:+.1f}%)"
+            line = (f"{f.name}: complete collapse predicted {c.predicted:.4g}, "
+                    f"observed {obs}{rel}")
+            if f.linear:
+                line += f"; loss gap {f.gaps.loss:.2e}, sigma gap {f.gaps.sigma:.2e}"
+        else:
+            line = f"{f.name}: active units {f.observed_active} vs theory {f.theory_modes}"
+        lines.append(line)
+    return lines

@@ -10,15 +10,13 @@ from __future__ import annotations
 from postcollapse.figures.curves import TheoryCurves, theory_curves, theory_sigma
 from postcollapse.figures.samples import montage, samples_figure
 from postcollapse.figures.save import save_figure
-from postcollapse.figures.sweep_plot import loss_sigma_figure, row_ok, rows_to_arrays
+from postcollapse.figures.sweep_plot import loss_sigma_figure
 
 __all__ = [
     "TheoryCurves",
     "theory_curves",
     "theory_sigma",
     "loss_sigma_figure",
-    "rows_to_arrays",
-    "row_ok",
     "samples_figure",
     "montage",
     "save_figure",

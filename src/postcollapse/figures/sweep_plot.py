@@ -1,7 +1,8 @@
 """Figures 1, 2, 4, 5 of the paper: training loss and mean sigma_i against beta.
 
-Trained points come from a sweep's result rows; the theory (min L_VAE, sigma_i* of Prop. 3,
-the thresholds beta_i*) from :class:`postcollapse.figures.TheoryCurves`.
+Trained points come from a sweep's result rows (read by
+:func:`postcollapse.reproduce.reading.rows_to_arrays`); the theory (min L_VAE, sigma_i* of
+Prop. 3, the thresholds beta_i*) from :class:`postcollapse.figures.TheoryCurves`.
 """
 
 from __future__ import annotations
@@ -11,51 +12,12 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from postcollapse.figures.curves import TheoryCurves
+from postcollapse.reproduce.reading import rows_to_arrays
 
-__all__ = ["loss_sigma_figure", "rows_to_arrays", "row_ok"]
+__all__ = ["loss_sigma_figure"]
 
 _MODE_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple",
                  "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
-
-
-def _as_bool(v) -> bool:
-    """A flag from a row: a bool, a number, or text such as "True"/"false"/"1" (CSV)."""
-    if isinstance(v, str):
-        return v.strip().lower() in ("true", "1", "yes")
-    return bool(v)
-
-
-def row_ok(r: Mapping) -> bool:
-    """True when a sweep row has a finite loss and did not diverge."""
-    try:
-        loss = float(r["loss"])
-    except (TypeError, ValueError):
-        return False
-    return np.isfinite(loss) and not _as_bool(r.get("diverged", False))
-
-
-def rows_to_arrays(rows: Iterable[Mapping], *, latent_dim: int) -> dict[str, np.ndarray]:
-    """Stack sweep rows into arrays, one entry per row, sorted by (beta, seed).
-
-    Returns
-    -------
-    dict with ``beta`` (m,), ``seed`` (m,), ``loss`` (m,), ``active_units`` (m,) and
-    ``sigma`` (m, latent_dim): column i is the (i+1)-th *smallest* mean sigma of the row, so
-    that it pairs with mode i+1 of the theory (the strongest mode has the smallest sigma*).
-    Rows that diverged (``diverged`` true or non-finite loss) are dropped.
-    """
-    kept = [r for r in rows if row_ok(r)]
-    kept.sort(key=lambda r: (float(r["beta"]), int(r.get("seed", 0))))
-    sig = np.array(
-        [[float(r[f"sigma_{i + 1}"]) for i in range(latent_dim)] for r in kept], dtype=float
-    ).reshape(len(kept), latent_dim)
-    return {
-        "beta": np.array([float(r["beta"]) for r in kept], dtype=float),
-        "seed": np.array([int(r.get("seed", 0)) for r in kept], dtype=int),
-        "loss": np.array([float(r["loss"]) for r in kept], dtype=float),
-        "active_units": np.array([int(float(r["active_units"])) for r in kept], dtype=int),
-        "sigma": np.sort(sig, axis=1),
-    }
 
 
 def _threshold_lines(ax, thresholds, *, label: bool) -> None:
