@@ -203,10 +203,11 @@ def _learned_v(spec: Spectrum, d1: int, beta: np.ndarray, s2, eta_enc: float) ->
       fixed Sigma:      sqrt(v_k) = (sqrt(beta) P_k + sqrt(beta P_k^2 + 4 d2 R_k)) / (2 d2)
 
     with R_k = r + sum_{i>k} zeta_i^2 (every mode past k) and P_k = sum_{i<=k} zeta_i c_i,
-    c_i = sigma_i / eta_enc of the dimension serving mode i. The self-consistent k is the one
-    whose v_k lies inside its own piece; evaluating the NLL at each piece's minimiser (v_k
-    clipped to the piece) and taking the lowest finds it without testing strict inequalities
-    that rounding can break at a threshold (and picks the lowest NLL on a tie).
+    c_i = sigma_i / eta_enc of the dimension serving mode i. The optimum is the
+    self-consistent k, whose v_k lies inside its own piece (zeta_k^2 > beta c_k^2 v_k >=
+    zeta_{k+1}^2 / c_{k+1}^2 ...); where rounding makes several consistent, the lowest NLL,
+    and where it makes none, the lowest NLL over every piece's minimiser (v_k clipped to
+    the piece), which are all valid points of the 1-D problem.
     """
     d2 = spec.d2
     z_all = spec.zeta
@@ -252,13 +253,19 @@ def _learned_v(spec: Spectrum, d1: int, beta: np.ndarray, s2, eta_enc: float) ->
         P = np.concatenate([[0.0], np.cumsum(zk * c)])  # (kmax+1,)
         sq = (np.sqrt(b) * P + np.sqrt(b * P**2 + 4.0 * d2 * R)) / (2.0 * d2)
         vk = sq**2
+    # Self-consistency: the stationary point lies in its own piece, lo <= v_k < hi.
+    consistent = (vk >= bnd_lo / b) & (vk < bnd_hi / b)
     vk = np.clip(vk, bnd_lo / b, bnd_hi / b)
     n = beta.size
     flat_b = np.repeat(beta, kmax + 1)
     flat_v = vk.reshape(-1)
     cf = _closed_form(spec.zeta_padded(d1), const, flat_b, flat_v, s2, eta_enc)
     nll = _nll(cf.loss, flat_v, d2).reshape(n, kmax + 1)
-    best = np.argmin(nll, axis=1)
+    # Exactly one k is consistent in exact arithmetic (docs/THEORY.md); if rounding at a
+    # threshold leaves none, every clipped candidate is still a valid v, so the lowest NLL
+    # among all of them is the minimum.
+    none = ~consistent.any(axis=1, keepdims=True)
+    best = np.argmin(np.where(consistent | none, nll, np.inf), axis=1)
     return vk[np.arange(n), best]
 
 
