@@ -386,3 +386,22 @@ def test_flat_loss_learned_v_gradient():
     back = f.pack(U=p["U"], W=p["W"], b_e=p["b_e"], b_d=p["b_d"], sigma2=p["sigma2"],
                   eta_dec2=p["eta_dec2"])
     np.testing.assert_allclose(back, theta, rtol=1e-14)
+
+
+def test_rank_deficient_cross_covariance():
+    # y depends on one input direction only: zeta = (z, ~1e-17, ~1e-17), r = 0. The rounding
+    # modes get threshold 0, and below beta_1* = d2 the NLL is unbounded (mode 1 explains y).
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 3))
+    y = x[:, :1] @ rng.normal(size=(1, 3))
+    spec = spectrum(Moments.from_arrays(x, y))
+    assert spec.zeta[1] < 1e-12 * spec.zeta[0]
+    np.testing.assert_allclose(thresholds(spec, eta_dec="learn"), [3.0, 0.0, 0.0], rtol=1e-12)
+    with pytest.raises(ValueError, match=r"unbounded below at beta=2\.9: the top 1 mode"):
+        optimum(spec, latent_dim=3, beta=2.9, eta_dec="learn")
+    o = optimum(spec, latent_dim=3, beta=3.5, eta_dec="learn")
+    assert o.n_active == 0
+    np.testing.assert_allclose(o.eta_dec2, spec.s_yy / 3, rtol=1e-12)  # v_0 = S / d2
+    # Sigma at the prior stays bounded: sqrt(v) >= sqrt(beta) zeta_1 / d2.
+    o = optimum(spec, latent_dim=3, beta=1.0, sigma="prior", eta_dec="learn")
+    assert o.n_active == 1 and o.eta_dec2 >= spec.zeta[0] ** 2 / 9 * (1 - 1e-12)

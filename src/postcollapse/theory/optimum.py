@@ -222,9 +222,10 @@ def _learned_v(spec: Spectrum, d1: int, beta: np.ndarray, s2, eta_enc: float) ->
     # R_k, k = 0..kmax, by a reverse cumulative sum (no cancellation).
     tail = np.concatenate([np.cumsum(z2_all[::-1])[::-1], [0.0]]) + spec.residual
     R = tail[: kmax + 1].copy()
-    # A residual below the spectrum's rank tolerance is zero (the rank cut made it so).
-    if R[kmax] <= spec.rtol * const:
-        R[kmax] = 0.0
+    # A residual below the spectrum's rank tolerance is zero (the rank cut made it so); R is
+    # non-increasing, so the zeros form a suffix from k0, the first k that explains y exactly.
+    R[R <= spec.rtol * const] = 0.0
+    k0 = int(np.argmax(R == 0.0)) if R[-1] == 0.0 else None
     k = np.arange(kmax + 1)
     zk = z_all[:kmax]  # the modes that can be active, in mode order
     if s2 is None:
@@ -238,13 +239,13 @@ def _learned_v(spec: Spectrum, d1: int, beta: np.ndarray, s2, eta_enc: float) ->
     b = beta[:, None]
     if s2 is None:
         room = d2 - k * b  # (n, kmax+1)
-        if R[kmax] == 0.0 and np.any(room[:, kmax] > 0):
-            bad = float(beta[np.argmax(room[:, kmax] > 0)])
+        if k0 is not None and np.any(room[:, k0] > 0):
+            bad = float(beta[np.argmax(room[:, k0] > 0)])
             raise ValueError(
                 f"with eta_dec='learn' the NLL is unbounded below at beta={bad:g}: the top "
-                f"{kmax} mode(s) explain the target exactly (r + sum_(i>{kmax}) zeta_i^2 = 0) "
-                f"and d2={d2} > {kmax} * beta, so v -> 0; use beta >= {d2 / kmax:g}, "
-                + (f"a latent_dim below {kmax}, " if kmax > 1 else "")
+                f"{k0} mode(s) explain the target exactly (r + sum_(i>{k0}) zeta_i^2 = 0) "
+                f"and d2={d2} > {k0} * beta, so v -> 0; use beta >= {d2 / k0:g}, "
+                + (f"a latent_dim below {k0}, " if k0 > 1 else "")
                 + "or a fixed eta_dec"
             )
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -246,7 +246,8 @@ def learned_thresholds(spec: Spectrum, *, sigma: str = "learnable") -> np.ndarra
     Returns
     -------
     ndarray of shape (d_star,)
-        Non-increasing; 0 for zeta_i = 0.
+        Non-increasing; 0 for zeta_i = 0 (and for modes whose r + sum_{j>=i} zeta_j^2 is
+        below the spectrum's rank tolerance ``rtol`` times its total: rounding only).
     """
     spec = _learn_spectrum(spec, "thresholds")
     if sigma not in ("learnable", "prior"):
@@ -260,7 +261,9 @@ def learned_thresholds(spec: Spectrum, *, sigma: str = "learnable") -> np.ndarra
     else:
         before = np.concatenate([[0.0], np.cumsum(z)[:-1]])
         denom = tail + z * before
-    pos = z2 > 0
+    # Modes past the point where r + sum_{j>=i} zeta_j^2 falls below the rank tolerance carry
+    # only rounding (they are zero): threshold 0, never active.
+    pos = (z2 > 0) & (tail > spec.rtol * tail[0]) if z.size else z2 > 0
     return np.where(pos, spec.d2 * z2 / np.where(pos, denom, 1.0), 0.0)
 
 
