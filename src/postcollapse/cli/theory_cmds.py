@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
+
 __all__ = ["register", "cmd_thresholds", "cmd_optimum"]
 
 _DATA_HELP = (
@@ -37,8 +39,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("data", metavar="DATA", help=_DATA_HELP)
     p.add_argument("--target", default=None, metavar="DATA|same", help=_TARGET_HELP)
-    p.add_argument("--eta-dec", type=float, default=1.0, metavar="F",
-                   help="decoder standard deviation eta_dec (default 1)")
+    _add_eta_dec(p)
+    _add_keep(p)
     p.add_argument("--top", type=int, default=None, metavar="K",
                    help=f"report only the K largest modes (default: all in JSON, "
                         f"{_TEXT_TOP} in the table)")
@@ -60,14 +62,55 @@ def register(subparsers) -> None:
     p.add_argument("--target", default=None, metavar="DATA|same", help=_TARGET_HELP)
     p.add_argument("--sigma", choices=("learnable", "prior"), default="learnable",
                    help="encoder variance: learnable diagonal (default) or fixed at the prior")
-    p.add_argument("--eta-dec", type=float, default=1.0, metavar="F",
-                   help="decoder standard deviation eta_dec (default 1)")
+    _add_eta_dec(p)
     p.add_argument("--eta-enc", type=float, default=1.0, metavar="F",
                    help="prior standard deviation eta_enc (default 1)")
     p.add_argument("--save", default=None, metavar="FILE.npz",
                    help="write U, W, sigma2, b_e, b_d (and lambda, theta, zeta) to FILE.npz")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_optimum)
+
+
+def _eta_dec_value(text: str):
+    """argparse type of --eta-dec: 'learn' or a number (validated by the command)."""
+    if text == "learn":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        import argparse
+
+        raise argparse.ArgumentTypeError(
+            f"must be a number > 0 or 'learn', got {text!r}"
+        ) from None
+
+
+def _add_eta_dec(p) -> None:
+    p.add_argument("--eta-dec", type=_eta_dec_value, default=1.0, metavar="F|learn",
+                   help="decoder standard deviation eta_dec (default 1), or 'learn': the "
+                        "decoder variance is learned (objective: the beta-NLL with its "
+                        "Gaussian normaliser; docs/THEORY.md, learned decoder variance)")
+
+
+def _add_keep(p) -> None:
+    p.add_argument("--keep", type=int, default=None, metavar="K",
+                   help="also report the beta interval in which exactly K modes survive "
+                        "(lo <= beta < hi), for the given or learned eta_dec")
+
+
+def _keep_interval(spec, keep, eta_dec) -> tuple[float, float]:
+    from postcollapse._checks import check_int_at_least
+    from postcollapse.theory import beta_interval
+
+    keep = check_int_at_least("--keep", keep, 0)
+    if keep > spec.d_star:
+        raise ValueError(f"--keep {keep} exceeds the number of modes d* = {spec.d_star}; "
+                         f"use --keep 0..{spec.d_star}")
+    return beta_interval(spec, keep, eta_dec=eta_dec)
+
+
+def _json_float(x: float):
+    return None if not np.isfinite(x) else float(x)
 
 
 def _spectrum_of(args, *, vectors: bool = True):
@@ -105,14 +148,17 @@ def _header_json(ds, spec) -> dict:
 
 
 def cmd_thresholds(args) -> int:
-    from postcollapse._checks import check_int_at_least, check_positive
-    from postcollapse.theory import thresholds
+    from postcollapse._checks import check_int_at_least
+    from postcollapse.theory import check_eta_dec, thresholds
 
-    eta_dec = check_positive("--eta-dec", args.eta_dec)
+    eta_dec = check_eta_dec(args.eta_dec, "--eta-dec")
     top = None if args.top is None else check_int_at_least("--top", args.top, 1)
+    if args.keep is not None:
+        check_int_at_least("--keep", args.keep, 0)
     ds, spec = _spectrum_of(args, vectors=False)  # thresholds need singular values only
     zeta = spec.zeta
     beta = thresholds(spec, eta_dec=eta_dec)
+    keep = None if args.keep is None else _keep_interval(spec, args.keep, eta_dec)
     if args.json:
         k = zeta.size if top is None else min(top, zeta.size)
         out = {
@@ -124,13 +170,23 @@ def cmd_thresholds(args) -> int:
             "residual": float(spec.residual),
             "eta_dec": eta_dec,
         }
+        if keep is not None:
+            out["keep"] = args.keep
+            out["keep_beta_interval"] = [_json_float(keep[0]), _json_float(keep[1])]
         json.dump(out, sys.stdout)
         sys.stdout.write("\n")
         return 0
     k = min(zeta.size, _TEXT_TOP if top is None else top)
     lines = _header_lines(ds, spec)
-    lines.append(f"eta_dec    {eta_dec:g}   (beta_i* = zeta_i^2 / eta_dec^2; mode i collapses "
-                 "iff beta >= beta_i*)")
+    if eta_dec == "learn":
+        lines.append("eta_dec    learned   (beta_i* = d2 zeta_i^2 / (r + sum_{j>=i} zeta_j^2 "
+                     "+ (i-1) zeta_i^2); mode i collapses iff beta >= beta_i*)")
+    else:
+        lines.append(f"eta_dec    {eta_dec:g}   (beta_i* = zeta_i^2 / eta_dec^2; mode i "
+                     "collapses iff beta >= beta_i*)")
+    if keep is not None:
+        lines.append(f"keep       exactly {args.keep} mode(s) survive for "
+                     f"{keep[0]:.6g} <= beta < {keep[1]:.6g}")
     lines.append("")
     lines.append(f"{'mode':>5}  {'zeta':>12}  {'zeta^2':>12}  {'beta*':>12}")
     for i in range(k):
@@ -147,7 +203,9 @@ def cmd_optimum(args) -> int:
 
     latent_dim = check_int_at_least("--latent-dim", args.latent_dim, 1)
     beta = check_positive("--beta", args.beta)
-    eta_dec = check_positive("--eta-dec", args.eta_dec)
+    from postcollapse.theory import check_eta_dec
+
+    eta_dec = check_eta_dec(args.eta_dec, "--eta-dec")
     eta_enc = check_positive("--eta-enc", args.eta_enc)
     if args.save is not None and not str(args.save).endswith(".npz"):
         raise ValueError(f"--save must name a .npz file, got {args.save!r}")
@@ -160,9 +218,9 @@ def cmd_optimum(args) -> int:
         atomic_savez(
             args.save, U=opt.U, W=opt.W, sigma2=opt.sigma2, b_e=opt.b_e, b_d=opt.b_d,
             lam=opt.lam, theta=opt.theta, zeta=spec.zeta, loss=opt.loss, beta=beta,
-            eta_enc=eta_enc, eta_dec=eta_dec,
+            eta_enc=eta_enc, eta_dec=opt.eta_dec, eta_dec2=opt.eta_dec2, nll=opt.nll,
         )
-    thr = thresholds(spec, eta_dec=eta_dec)
+    thr = thresholds(spec, eta_dec=eta_dec, sigma=args.sigma)
     if args.json:
         out = {
             **_header_json(ds, spec),
@@ -170,8 +228,11 @@ def cmd_optimum(args) -> int:
             "beta": beta,
             "sigma": opt.sigma,
             "eta_enc": eta_enc,
-            "eta_dec": eta_dec,
+            "eta_dec": opt.eta_dec,
+            "eta_dec_learned": opt.eta_dec_learned,
+            "eta_dec2": opt.eta_dec2,
             "loss": float(opt.loss),
+            "nll": float(opt.nll),
             "active_modes": int(opt.n_active),
             "active": [bool(a) for a in opt.active],
             "sigma2": [float(s) for s in opt.sigma2],
@@ -188,8 +249,11 @@ def cmd_optimum(args) -> int:
     lines = _header_lines(ds, spec)
     lines += [
         f"beta       {beta:g}   latent_dim {latent_dim}   sigma {opt.sigma}   "
-        f"eta_enc {eta_enc:g}   eta_dec {eta_dec:g}",
-        f"loss       {opt.loss:.10g}   (min L_VAE, without the log 2 pi constant)",
+        f"eta_enc {eta_enc:g}   eta_dec {opt.eta_dec:.6g}"
+        + ("  (learned: eta_dec^2 = " + f"{opt.eta_dec2:.10g})" if opt.eta_dec_learned else ""),
+        f"loss       {opt.loss:.10g}   (L_VAE, without the log 2 pi constant)",
+        f"nll        {opt.nll:.10g}   (beta-NLL per example, with (d2/2) log(2 pi eta_dec^2))"
+        + ("  <- minimised" if opt.eta_dec_learned else ""),
         f"active     {opt.n_active} of {latent_dim} latent dimensions",
         "",
         f"{'dim':>4}  {'zeta':>11}  {'beta*':>11}  {'sigma^2':>11}  {'lambda':>11}  "

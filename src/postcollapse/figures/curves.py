@@ -56,14 +56,12 @@ def theory_sigma(zeta, betas, *, eta_enc: float = 1.0, eta_dec: float = 1.0) -> 
     -------
     ndarray (n, d1)
     """
+    from postcollapse.theory import optimal_sigma2
+
     zeta = np.asarray(zeta, dtype=float).reshape(-1)
-    betas = np.asarray(betas, dtype=float).reshape(-1)
-    b = betas[:, None] * eta_dec**2
-    z = zeta[None, :]
-    active = z**2 > b
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = np.sqrt(b) * eta_enc / z
-    return np.where(active, s, eta_enc)
+    s2 = optimal_sigma2(zeta, betas, latent_dim=max(zeta.size, 1), sigma="learnable",
+                        eta_enc=eta_enc, eta_dec=eta_dec)
+    return np.sqrt(s2)[:, : zeta.size]
 
 
 def theory_curves(

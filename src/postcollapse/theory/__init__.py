@@ -1,6 +1,6 @@
 """Exact theory of the linear (conditional) VAE: moments, spectrum, thresholds, optimum.
 
-Pure numpy/scipy; never imports torch or matplotlib. Conventions: ``../shared/THEORY.md``.
+Pure numpy/scipy; never imports torch or matplotlib. Conventions: docs/THEORY.md.
 """
 
 from postcollapse.theory.loss import (
@@ -10,13 +10,24 @@ from postcollapse.theory.loss import (
     origin_hessian_min_eig,
     vae_loss,
     vae_loss_and_grad,
+    vae_nll,
 )
 from postcollapse.theory.moments import Moments
-from postcollapse.theory.optimum import SIGMA_MODES, Optimum, min_loss, optimum
+from postcollapse.theory.optimum import (
+    SIGMA_MODES,
+    Optimum,
+    learned_eta_dec2,
+    min_loss,
+    optimal_sigma2,
+    optimum,
+)
 from postcollapse.theory.spectrum import (
+    LEARN,
     Spectrum,
     active_modes,
     beta_interval,
+    check_eta_dec,
+    learned_thresholds,
     spectrum,
     thresholds,
 )
@@ -28,11 +39,17 @@ __all__ = [
     "thresholds",
     "active_modes",
     "beta_interval",
+    "learned_thresholds",
+    "check_eta_dec",
+    "LEARN",
     "Optimum",
     "optimum",
     "min_loss",
+    "optimal_sigma2",
+    "learned_eta_dec2",
     "SIGMA_MODES",
     "vae_loss",
+    "vae_nll",
     "vae_loss_and_grad",
     "VAEGrad",
     "FlatVAELoss",

@@ -28,6 +28,7 @@ from postcollapse._checks import check_2d, check_finite_array, check_int_at_leas
 
 __all__ = [
     "vae_loss",
+    "vae_nll",
     "vae_loss_and_grad",
     "VAEGrad",
     "FlatVAELoss",
@@ -143,7 +144,7 @@ def _loss_terms(st, U, W, sigma2, b_e, b_d, beta, eta_enc, eta_dec, *, grad):
     s_enc = beta / (2.0 * eta_enc**2)
     loss = float(s_dec * recon + s_enc * kl_mean + 0.5 * beta * kl_var)
     if not grad:
-        return loss, None
+        return loss, None, recon
     gM = 2.0 * (MA - st.cov_yx + np.outer(e, st.mean_x))  # d recon / dM
     gc = 2.0 * e  # d recon / dc
     gU = s_dec * (gM @ W + np.outer(gc, b_e) + 2.0 * U * sigma2)
@@ -151,7 +152,7 @@ def _loss_terms(st, U, W, sigma2, b_e, b_d, beta, eta_enc, eta_dec, *, grad):
     gb_e = s_dec * (U.T @ gc) + s_enc * 2.0 * m
     gb_d = s_dec * gc
     gs2 = s_dec * col2 + 0.5 * beta * (1.0 / eta_enc**2 - 1.0 / sigma2)
-    return loss, VAEGrad(gU, gW, gs2, gs2 * sigma2, gb_e, gb_d)
+    return loss, VAEGrad(gU, gW, gs2, gs2 * sigma2, gb_e, gb_d), recon
 
 
 def _check_scalars(beta, eta_enc, eta_dec):
@@ -193,6 +194,18 @@ def vae_loss(data, *, U, W, sigma2, b_e, b_d, beta, eta_enc=1.0, eta_dec=1.0) ->
     return _loss_terms(st, U, W, sigma2, b_e, b_d, beta, eta_enc, eta_dec, grad=False)[0]
 
 
+def vae_nll(data, *, U, W, sigma2, b_e, b_d, beta, eta_enc=1.0, eta_dec=1.0) -> float:
+    """Per-example beta-NLL: :func:`vae_loss` + (d2/2) log(2 pi eta_dec^2).
+
+    The beta-weighted negative ELBO with its Gaussian constant: the objective when eta_dec
+    is learned (THEORY.md, "Learned decoder variance"). Same arguments as :func:`vae_loss`.
+    """
+    loss = vae_loss(data, U=U, W=W, sigma2=sigma2, b_e=b_e, b_d=b_d, beta=beta,
+                    eta_enc=eta_enc, eta_dec=eta_dec)
+    d2 = np.asarray(b_d).reshape(-1).size
+    return float(loss + 0.5 * d2 * np.log(2.0 * np.pi * float(eta_dec) ** 2))
+
+
 def _loss_on_arrays(data, U, W, sigma2, b_e, b_d, beta, eta_enc, eta_dec) -> float:
     """The definition, evaluated sample by sample (an independent check of the moment form)."""
     if isinstance(data, np.ndarray):
@@ -232,16 +245,19 @@ def vae_loss_and_grad(
     beta, eta_enc, eta_dec = _check_scalars(beta, eta_enc, eta_dec)
     st = _as_stats(data)
     U, W, sigma2, b_e, b_d = _check_params(st, U, W, sigma2, b_e, b_d)
-    return _loss_terms(st, U, W, sigma2, b_e, b_d, beta, eta_enc, eta_dec, grad=True)
+    return _loss_terms(st, U, W, sigma2, b_e, b_d, beta, eta_enc, eta_dec, grad=True)[:2]
 
 
 @dataclass(frozen=True)
 class FlatVAELoss:
     """L_VAE as a function of one flat float64 vector, for ``scipy.optimize.minimize``.
 
-    The vector is ``[U.ravel(), W.ravel(), b_e, b_d, log_sigma2]``; ``log_sigma2`` is present
-    only when ``sigma == "learnable"``. With ``sigma == "prior"`` the variances are fixed at
-    eta_enc^2; with an array they are fixed at those values (length latent_dim).
+    The vector is ``[U.ravel(), W.ravel(), b_e, b_d, log_sigma2, log_eta_dec2]``;
+    ``log_sigma2`` is present only when ``sigma == "learnable"``. With ``sigma == "prior"``
+    the variances are fixed at eta_enc^2; with an array they are fixed at those values
+    (length latent_dim). With ``eta_dec == "learn"`` the last entry is log v, v = eta_dec^2,
+    and the function is the beta-NLL L_VAE(v) + (d2/2) log(2 pi v) (the objective of a
+    learned decoder variance; THEORY.md, "Learned decoder variance").
 
     Example
     -------
@@ -255,13 +271,16 @@ class FlatVAELoss:
     beta: float
     sigma: object  # "learnable" | "prior" | ndarray (latent_dim,)
     eta_enc: float
-    eta_dec: float
+    eta_dec: object  # float | "learn"
 
     @classmethod
     def build(cls, data, *, latent_dim, beta, sigma="learnable", eta_enc=1.0, eta_dec=1.0):
         """Validate the settings and precompute the moments of ``data`` (see vae_loss)."""
         latent_dim = check_int_at_least("latent_dim", latent_dim, 1)
-        beta, eta_enc, eta_dec = _check_scalars(beta, eta_enc, eta_dec)
+        learn = isinstance(eta_dec, str) and eta_dec == "learn"
+        beta, eta_enc, eta_dec = _check_scalars(beta, eta_enc, 1.0 if learn else eta_dec)
+        if learn:
+            eta_dec = "learn"
         if isinstance(sigma, str):
             if sigma not in ("learnable", "prior"):
                 raise ValueError(
@@ -289,11 +308,17 @@ class FlatVAELoss:
     @property
     def size(self) -> int:
         d0, d1, d2 = self.d0, self.latent_dim, self.d2
-        return d2 * d1 + d0 * d1 + d1 + d2 + (d1 if self._learnable else 0)
+        return (d2 * d1 + d0 * d1 + d1 + d2 + (d1 if self._learnable else 0)
+                + (1 if self.learn_eta_dec else 0))
 
     @property
     def _learnable(self) -> bool:
         return isinstance(self.sigma, str) and self.sigma == "learnable"
+
+    @property
+    def learn_eta_dec(self) -> bool:
+        """True when v = eta_dec^2 is the last entry of the vector (objective: beta-NLL)."""
+        return isinstance(self.eta_dec, str)
 
     def _fixed_sigma2(self) -> np.ndarray:
         if isinstance(self.sigma, str):  # "prior"
@@ -301,7 +326,7 @@ class FlatVAELoss:
         return self.sigma
 
     def unpack(self, theta) -> dict:
-        """Flat vector -> dict with U, W, sigma2, b_e, b_d (copies)."""
+        """Flat vector -> dict with U, W, sigma2, b_e, b_d (copies), and eta_dec2 (v)."""
         theta = np.asarray(theta, dtype=np.float64)
         if theta.shape != (self.size,):
             raise ValueError(f"theta must have shape ({self.size},), got {theta.shape}")
@@ -316,16 +341,22 @@ class FlatVAELoss:
         b_d = theta[i : i + d2]
         i += d2
         sigma2 = np.exp(theta[i : i + d1]) if self._learnable else self._fixed_sigma2()
+        v = float(np.exp(theta[-1])) if self.learn_eta_dec else float(self.eta_dec) ** 2
         return {"U": U.copy(), "W": W.copy(), "sigma2": sigma2.copy(), "b_e": b_e.copy(),
-                "b_d": b_d.copy()}
+                "b_d": b_d.copy(), "eta_dec2": v}
 
-    def pack(self, *, U, W, b_e, b_d, sigma2=None) -> np.ndarray:
-        """Parameters -> flat vector (``sigma2`` used only when sigma is learnable)."""
+    def pack(self, *, U, W, b_e, b_d, sigma2=None, eta_dec2=None) -> np.ndarray:
+        """Parameters -> flat vector (``sigma2`` used only when sigma is learnable,
+        ``eta_dec2`` only when eta_dec is learned)."""
         parts = [np.ravel(U), np.ravel(W), np.ravel(b_e), np.ravel(b_d)]
         if self._learnable:
             if sigma2 is None:
                 raise ValueError("sigma2 is needed to pack parameters when sigma is learnable")
             parts.append(np.log(np.broadcast_to(np.asarray(sigma2, float), (self.latent_dim,))))
+        if self.learn_eta_dec:
+            if eta_dec2 is None:
+                raise ValueError("eta_dec2 is needed to pack parameters when eta_dec is learned")
+            parts.append([np.log(check_positive("eta_dec2", eta_dec2))])
         out = np.concatenate([np.asarray(p, dtype=np.float64) for p in parts])
         if out.shape != (self.size,):
             raise ValueError(f"packed parameters have {out.size} entries, expected {self.size}")
@@ -337,18 +368,26 @@ class FlatVAELoss:
         theta = rng.normal(0.0, scale, self.size)
         d0, d1, d2 = self.d0, self.latent_dim, self.d2
         theta[d2 * d1 : d2 * d1 + d0 * d1] /= spread
+        if self.learn_eta_dec:  # log v around the target's variance per coordinate
+            theta[-1] = np.log(max(self.stats.s_yy / d2, 1e-300)) + rng.normal(0.0, scale)
         return theta
 
     def __call__(self, theta) -> tuple[float, np.ndarray]:
-        """Return (L_VAE, gradient w.r.t. the flat vector)."""
+        """Return (L_VAE, gradient w.r.t. the flat vector); the beta-NLL when eta_dec is
+        learned."""
         p = self.unpack(theta)
-        loss, g = _loss_terms(
+        v = p["eta_dec2"]
+        loss, g, recon = _loss_terms(
             self.stats, p["U"], p["W"], p["sigma2"], p["b_e"], p["b_d"],
-            self.beta, self.eta_enc, self.eta_dec, grad=True,
+            self.beta, self.eta_enc, float(np.sqrt(v)), grad=True,
         )
         parts = [g.U.ravel(), g.W.ravel(), g.b_e, g.b_d]
         if self._learnable:
             parts.append(g.log_sigma2)
+        if self.learn_eta_dec:
+            # L_VAE depends on v only through recon / (2 v); the normaliser adds (d2/2) log v.
+            loss += 0.5 * self.d2 * np.log(2.0 * np.pi * v)
+            parts.append([-recon / (2.0 * v) + 0.5 * self.d2])
         return loss, np.concatenate(parts)
 
     def loss(self, theta) -> float:

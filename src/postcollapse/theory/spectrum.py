@@ -15,9 +15,20 @@ import scipy.linalg
 from postcollapse._checks import check_int_at_least, check_positive
 from postcollapse.theory.moments import Moments
 
-__all__ = ["Spectrum", "spectrum", "thresholds", "active_modes", "beta_interval"]
+__all__ = [
+    "Spectrum",
+    "spectrum",
+    "thresholds",
+    "active_modes",
+    "beta_interval",
+    "LEARN",
+    "check_eta_dec",
+]
 
 DEFAULT_RTOL = 1e-10
+
+# The value of ``eta_dec`` that asks for a learned decoder variance v = eta_dec^2.
+LEARN = "learn"
 
 
 @dataclass(frozen=True, eq=False)
@@ -195,32 +206,107 @@ def _zeta_of(spec_or_zeta) -> np.ndarray:
     return np.sort(zeta)[::-1]
 
 
-def thresholds(spec_or_zeta, *, eta_dec: float = 1.0) -> np.ndarray:
-    """Critical betas beta_i* = zeta_i^2 / eta_dec^2, descending (THEORY.md).
+def check_eta_dec(value, name: str = "eta_dec"):
+    """Return ``value`` as a float > 0, or the string ``"learn"`` (learned decoder variance).
 
-    Mode i is collapsed at the global minimum iff beta >= beta_i*.
+    Raises a one-line ValueError/TypeError naming ``name`` otherwise.
     """
-    eta_dec = check_positive("eta_dec", eta_dec)
+    if isinstance(value, str):
+        if value == LEARN:
+            return LEARN
+        raise ValueError(f"{name} must be a number > 0 or 'learn', got {value!r}")
+    return check_positive(name, value)
+
+
+def _learn_spectrum(spec_or_zeta, what: str) -> Spectrum:
+    if not isinstance(spec_or_zeta, Spectrum):
+        raise TypeError(
+            f"{what} with eta_dec='learn' need a Spectrum (they depend on the residual r and "
+            "on d2), not bare zeta: pass spectrum(moments)"
+        )
+    return spec_or_zeta
+
+
+def learned_thresholds(spec: Spectrum, *, sigma: str = "learnable") -> np.ndarray:
+    """Critical betas under a learned decoder variance (THEORY.md, "Learned decoder variance").
+
+    With S_i = r + sum_{j >= i} zeta_j^2 (every mode from i on, r the regression residual):
+
+    - learnable Sigma: beta_i* = d2 zeta_i^2 / (S_i + (i - 1) zeta_i^2)
+    - Sigma at the prior: beta_i* = d2 zeta_i^2 / (S_i + zeta_i sum_{j < i} zeta_j)
+
+    Mode i survives at the global minimum of the beta-NLL iff beta < beta_i*; the values do
+    not depend on eta_enc or on the latent dimension (which only caps the count).
+
+    Parameters
+    ----------
+    spec : Spectrum
+    sigma : {"learnable", "prior"}
+
+    Returns
+    -------
+    ndarray of shape (d_star,)
+        Non-increasing; 0 for zeta_i = 0.
+    """
+    spec = _learn_spectrum(spec, "thresholds")
+    if sigma not in ("learnable", "prior"):
+        raise ValueError(f"sigma must be 'learnable' or 'prior' for thresholds, got {sigma!r}")
+    z = spec.zeta
+    z2 = z**2
+    # S_i by a reverse cumulative sum (no cancellation from total - prefix).
+    tail = np.cumsum(z2[::-1])[::-1] + spec.residual
+    if sigma == "learnable":
+        denom = tail + np.arange(z.size) * z2
+    else:
+        before = np.concatenate([[0.0], np.cumsum(z)[:-1]])
+        denom = tail + z * before
+    pos = z2 > 0
+    return np.where(pos, spec.d2 * z2 / np.where(pos, denom, 1.0), 0.0)
+
+
+def thresholds(spec_or_zeta, *, eta_dec=1.0, sigma: str = "learnable") -> np.ndarray:
+    """Critical betas beta_i*, descending (THEORY.md).
+
+    Mode i is collapsed at the global minimum iff beta >= beta_i*. With a fixed eta_dec,
+    beta_i* = zeta_i^2 / eta_dec^2 for either Sigma mode. With ``eta_dec="learn"`` (learned
+    decoder variance, needs a Spectrum) see :func:`learned_thresholds`; ``sigma`` matters
+    only then.
+    """
+    eta_dec = check_eta_dec(eta_dec)
+    if eta_dec == LEARN:
+        return learned_thresholds(spec_or_zeta, sigma=sigma)
+    if sigma not in ("learnable", "prior"):
+        raise ValueError(f"sigma must be 'learnable' or 'prior' for thresholds, got {sigma!r}")
     zeta = _zeta_of(spec_or_zeta)
     return zeta**2 / eta_dec**2
 
 
-def active_modes(spec_or_zeta, beta: float, *, eta_dec: float = 1.0, latent_dim=None) -> int:
-    """Number of modes that survive at ``beta``: #{i <= d1 : zeta_i^2 > beta eta_dec^2}."""
+def active_modes(
+    spec_or_zeta, beta: float, *, eta_dec=1.0, latent_dim=None, sigma: str = "learnable"
+) -> int:
+    """Number of modes that survive at ``beta``: #{i <= d1 : beta < beta_i*}.
+
+    ``eta_dec`` is a number (then zeta_i^2 > beta eta_dec^2) or ``"learn"`` (learned
+    decoder variance, needs a Spectrum; see :func:`learned_thresholds`).
+    """
     beta = check_positive("beta", beta)
-    k = int(np.sum(thresholds(spec_or_zeta, eta_dec=eta_dec) > beta))
+    k = int(np.sum(thresholds(spec_or_zeta, eta_dec=eta_dec, sigma=sigma) > beta))
     if latent_dim is not None:
         k = min(k, check_int_at_least("latent_dim", latent_dim, 1))
     return k
 
 
-def beta_interval(spec_or_zeta, k: int, *, eta_dec: float = 1.0) -> tuple[float, float]:
+def beta_interval(
+    spec_or_zeta, k: int, *, eta_dec=1.0, sigma: str = "learnable"
+) -> tuple[float, float]:
     """The betas that leave exactly ``k`` active modes: ``lo <= beta < hi``.
 
     ``lo = beta_{k+1}*`` (0 when k = d_star) and ``hi = beta_k*`` (inf for k = 0). When
     two thresholds coincide the interval is empty (lo == hi) for the k between them.
+    ``eta_dec="learn"`` uses the learned-variance thresholds (needs a Spectrum). With a
+    latent dimension d1 = k, every beta < hi keeps all k.
     """
-    t = thresholds(spec_or_zeta, eta_dec=eta_dec)
+    t = thresholds(spec_or_zeta, eta_dec=eta_dec, sigma=sigma)
     k = check_int_at_least("k", k, 0)
     if k > t.size:
         raise ValueError(f"k={k} exceeds the number of modes with nonzero zeta ({t.size})")
