@@ -120,14 +120,6 @@ def test_grid_search_over_latent_dim_on_held_out_elbo():
     assert grid.best_estimator_.n_active_ == 3
 
 
-def _learn_available() -> bool:
-    try:
-        LinearVAE(eta_dec="learn").fit(_data(n=20))
-    except NotImplementedError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("q", [1, 2, 4])
 def test_learned_variance_beta_one_is_probabilistic_pca(q):
     """At beta = 1 with learned decoder variance, score = the pPCA log-likelihood.
@@ -137,8 +129,6 @@ def test_learned_variance_beta_one_is_probabilistic_pca(q):
     Scaling PCA's variances by (N-1)/N turns its model into the maximum-likelihood pPCA,
     which must equal the VAE's bound pointwise (the encoder is the exact posterior).
     """
-    if not _learn_available():
-        pytest.skip("learned decoder variance not in postcollapse.theory yet")
     X = _data(n=250, d=7)
     X_test = _data(n=50, d=7, seed=9)
     n = X.shape[0]
@@ -175,3 +165,17 @@ def test_errors():
         vae.score(X)
     with pytest.raises(ValueError, match=r"latent codes must have shape \(n_samples, 2\)"):
         vae.inverse_transform(np.zeros((3, 5)))
+
+
+@pytest.mark.parametrize(
+    "sigma, eta_dec", [("learnable", 0.8), ("prior", 1.3), ([0.4, 1.0, 2.0], 0.9),
+                       ("learnable", "learn"), ("prior", "learn")],
+)
+def test_thresholds_attribute_brackets_each_collapse(sigma, eta_dec):
+    """Just below thresholds_[j] mode j is active; just above it is collapsed."""
+    X = _data(n=300, d=6, scales=(4.0, 2.5, 1.5))
+    thr = LinearVAE(latent_dim=3, sigma=sigma, eta_dec=eta_dec).fit(X).thresholds_
+    for j in range(3):
+        lo = LinearVAE(latent_dim=3, beta=thr[j] * 0.999, sigma=sigma, eta_dec=eta_dec).fit(X)
+        hi = LinearVAE(latent_dim=3, beta=thr[j] * 1.001, sigma=sigma, eta_dec=eta_dec).fit(X)
+        assert lo.n_active_ == j + 1 and hi.n_active_ == j, (j, thr)

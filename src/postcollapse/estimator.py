@@ -25,14 +25,6 @@ __all__ = ["LinearVAE", "expected_failed_checks"]
 _CONDITIONAL = ("auto", True, False)
 
 
-def _learn_supported() -> bool:
-    """True when ``theory.optimum`` accepts ``eta_dec="learn"`` (learned decoder variance)."""
-    import inspect
-
-    src = inspect.getsource(theory.optimum)
-    return '"learn"' in src or "'learn'" in src
-
-
 class LinearVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Linear (conditional) beta-VAE fitted in closed form at its global minimum.
 
@@ -81,7 +73,11 @@ class LinearVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         Singular values of the whitened cross-moment Z = C A^{-1/2}, descending (the
         square roots of the PCA variances for the plain VAE).
     thresholds_ : ndarray of shape (n_modes,)
-        Critical betas beta_i*: mode i is collapsed iff ``beta >= thresholds_[i]``.
+        Critical betas beta_i*: mode i is collapsed iff ``beta >= thresholds_[i]``
+        (``zeta_i^2 / eta_dec^2``; under a learned decoder variance the closed form of
+        docs/THEORY.md). With fixed variances ``sigma`` only the first ``latent_dim`` modes
+        have one (``zeta_j^2 eta_enc^2 / (sigma_(j)^2 eta_dec^2)``, sigma sorted
+        increasingly), and it is NaN when the decoder variance is learned too.
     active_ : ndarray of bool of shape (latent_dim,)
         Latent dimensions that carry information at the optimum.
     n_active_ : int
@@ -141,16 +137,11 @@ class LinearVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         beta = check_positive("beta", self.beta)
         eta_enc = check_positive("eta_enc", self.eta_enc)
         if isinstance(self.eta_dec, str):
-            if self.eta_dec != "learn":
+            if self.eta_dec != theory.LEARN:
                 raise ValueError(
                     f"eta_dec must be a positive number or 'learn', got {self.eta_dec!r}"
                 )
-            if not _learn_supported():
-                raise NotImplementedError(
-                    "eta_dec='learn' needs the learned-variance optimum in "
-                    "postcollapse.theory, which this version lacks; pass a fixed eta_dec"
-                )
-            eta_dec = "learn"
+            eta_dec = theory.LEARN
         else:
             eta_dec = check_positive("eta_dec", self.eta_dec)
         if self.conditional not in _CONDITIONAL:
@@ -204,20 +195,13 @@ class LinearVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         d1, beta, sigma, eta_dec, eta_enc = self._check_params()
         X, Y = self._target(X, y, reset=True)
         spec = theory.spectrum(theory.Moments.from_arrays(X, Y))
-        if eta_dec == "learn":
-            opt = theory.optimum(
-                spec, latent_dim=d1, beta=beta, sigma=sigma, eta_enc=eta_enc, eta_dec="learn"
-            )
-            self.eta_dec2_ = float(opt.eta_dec2)
-            self.thresholds_ = np.asarray(theory.thresholds(spec, eta_dec="learn"), float)
-            self.loss_ = float(opt.nll) if hasattr(opt, "nll") else float(opt.loss)
-        else:
-            opt = theory.optimum(
-                spec, latent_dim=d1, beta=beta, sigma=sigma, eta_enc=eta_enc, eta_dec=eta_dec
-            )
-            self.eta_dec2_ = float(eta_dec) ** 2
-            self.thresholds_ = np.asarray(theory.thresholds(spec, eta_dec=eta_dec), float)
-            self.loss_ = float(opt.loss)
+        opt = theory.optimum(
+            spec, latent_dim=d1, beta=beta, sigma=sigma, eta_enc=eta_enc, eta_dec=eta_dec
+        )
+        self.eta_dec2_ = float(opt.eta_dec2)
+        # the fitted objective: the beta-NLL (with the Gaussian normaliser) when v is learned
+        self.loss_ = float(opt.nll) if eta_dec == theory.LEARN else float(opt.loss)
+        self.thresholds_ = self._thresholds(spec, d1, sigma, eta_dec, eta_enc)
         self.conditional_ = Y is not None
         self.mean_ = spec.mean_x.copy()
         self.components_ = np.ascontiguousarray(opt.U.T)
@@ -233,6 +217,19 @@ class LinearVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         self._fit_beta = beta
         self._fit_eta_enc = eta_enc
         return self
+
+    @staticmethod
+    def _thresholds(spec, d1, sigma, eta_dec, eta_enc):
+        """Critical betas of the modes (NaN where no closed form: fixed Sigma, learned v)."""
+        if isinstance(sigma, str):
+            return np.asarray(theory.thresholds(spec, eta_dec=eta_dec, sigma=sigma), float)
+        # fixed Sigma: the dimension with the j-th smallest sigma serves mode j and collapses
+        # iff zeta_j <= sqrt(beta) sigma_(j) eta_dec / eta_enc (docs/THEORY.md, Prop. 2)
+        m = min(d1, spec.d_star)
+        if eta_dec == theory.LEARN:
+            return np.full(m, np.nan)
+        s2 = np.sort(np.asarray(sigma, dtype=np.float64))[:m]
+        return spec.zeta[:m] ** 2 * eta_enc**2 / (s2 * eta_dec**2)
 
     # ------------------------------------------------------------------ maps
     def transform(self, X):
@@ -341,7 +338,7 @@ class LinearVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         r = self.sigma2_ / e2
         kl = 0.5 * (np.einsum("ij,ij->i", mu, mu) / e2 + float(np.sum(r - 1.0 - np.log(r))))
         loss = se / (2.0 * v) + self._fit_beta * kl
-        if self.eta_dec == "learn":
+        if self.eta_dec == theory.LEARN:
             loss += 0.5 * self.n_targets_ * np.log(2.0 * np.pi * v)
         return -loss
 
