@@ -8,7 +8,11 @@ PIP = $(PY) -m pip
 # whereas an unpinned torch would pull a multi-GB CUDA build.
 install:
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[dev,scale]"
+	$(PIP) install -q -e ".[dev,scale,lightning]"
+	# pythae pins an old dataclasses backport and would accept any torch: install it
+	# without dependencies, then the ones it needs that are not here yet.
+	$(PIP) install -q --no-deps "pythae>=0.1.2"
+	$(PIP) install -q cloudpickle imageio "pydantic>=2" typing-extensions
 
 demo: install
 	$(PY) -m postcollapse thresholds mnist --top 5
