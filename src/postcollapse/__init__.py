@@ -12,7 +12,9 @@ import importlib
 
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = ("theory", "data", "models", "train", "diagnostics", "figures", "scale")
+_LAZY_SUBMODULES = (
+    "theory", "data", "models", "train", "diagnostics", "figures", "scale", "integrations",
+)
 
 # Public classes imported on first use: name -> module.
 _LAZY_NAMES = {"LinearVAE": "estimator"}

@@ -216,6 +216,7 @@ class LinearVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         self._n_features_out = d1
         self._fit_beta = beta
         self._fit_eta_enc = eta_enc
+        self._fit_learned_v = eta_dec == theory.LEARN
         return self
 
     @staticmethod
@@ -338,7 +339,7 @@ class LinearVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         r = self.sigma2_ / e2
         kl = 0.5 * (np.einsum("ij,ij->i", mu, mu) / e2 + float(np.sum(r - 1.0 - np.log(r))))
         loss = se / (2.0 * v) + self._fit_beta * kl
-        if self.eta_dec == theory.LEARN:
+        if self._fit_learned_v:
             loss += 0.5 * self.n_targets_ * np.log(2.0 * np.pi * v)
         return -loss
 
