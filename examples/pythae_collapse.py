@@ -6,6 +6,9 @@ MNIST subset complete collapse is predicted from beta = zeta_1^2 = 5.19 on. The 
 runs the encoder over the eval set after every epoch and adds ``collapse/...`` numbers to
 the logs that pythae hands to its logging callbacks (wandb, mlflow, comet, console).
 
+Measured (10 epochs, 4000 training digits, CPU): beta 2 -> 4 active units of 4
+predicted; beta 8 -> 0 of 0 (complete collapse, KL 0.002 nats).
+
     python examples/pythae_collapse.py                        # beta 2: 4 of 4 predicted
     python examples/pythae_collapse.py --beta 8               # complete collapse
     python examples/pythae_collapse.py --epochs 2 --n-samples 1000   # the CI form
