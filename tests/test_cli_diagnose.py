@@ -193,11 +193,79 @@ def test_effective_beta_errors_exit_2(capsys, argv, match):
     assert __import__("re").search(match, err), err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [["--recon", "bce", "--kl", "sum"], ["--convention", "pythae-betavae-bce"],
+     ["--convention", "keras-vae"], ["--convention", "pytorch-examples-vae"]],
+)
+def test_effective_beta_bce_explains_instead_of_invalid_choice(capsys, argv):
+    assert main(["effective-beta", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "invalid choice" not in err and err.count("\n") == 1
+    assert "Gaussian decoders" in err and "postcollapse locate" in err
+
+
 def test_effective_beta_bad_choice_is_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["effective-beta", "--recon", "bce", "--kl", "sum"])
+        main(["effective-beta", "--recon", "l1", "--kl", "sum"])
     assert exc.value.code == 2
-    assert "invalid choice: 'bce'" in capsys.readouterr().err
+    assert "invalid choice: 'l1'" in capsys.readouterr().err
+
+
+def test_effective_beta_convention_and_top(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 30)) * np.linspace(3.0, 0.1, 30)
+    p = tmp_path / "x.npy"
+    np.save(p, x)
+    # pythae BetaVAE: 0.5 * SE + beta * KL  =>  beta * eta_dec^2 = beta
+    assert main(["effective-beta", "--convention", "pythae-betavae", "--beta", "2.5",
+                 "--data", str(p), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["effective_beta"] == pytest.approx(2.5, rel=1e-12)
+    assert out["recon_coef"] == 0.5 and out["convention"] == "pythae-betavae"
+    assert len(out["thresholds"]) == 10 and out["n_modes"] == 30  # not all by default
+    assert main(["effective-beta", "--convention", "pythae-betavae", "--data", str(p),
+                 "--json", "--top", "0"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["thresholds"]) == 30
+    assert main(["effective-beta", "--convention", "pythae-betavae", "--data", str(p),
+                 "--top", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "... 27 more mode(s)" in text and "source pythae" in text
+    assert main(["effective-beta", "--list-conventions"]) == 0
+    assert "pytorch-vae-beta-h" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        ([], r"pass --recon and --kl, or --convention NAME"),
+        (["--convention", "pythae-vae", "--recon", "mse-sum"], r"fixes recon"),
+        (["--convention", "pythae-vae", "--beta", "2"], r"has no beta"),
+        (["--convention", "pytorch-vae-vanilla", "--dim", "10"], r"needs kld_weight"),
+        (["--recon", "mse-sum", "--kl", "sum", "--beta", "2"], r"pass convention="),
+        (["--convention", "pythae-vae", "--data", "synthetic", "--top", "-1"], r"--top"),
+    ],
+)
+def test_effective_beta_convention_errors_exit_2(capsys, argv, match):
+    assert main(["effective-beta", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("postcollapse effective-beta: error: ")
+    assert __import__("re").search(match, err), err
+
+
+def test_effective_beta_near_threshold_warning_at_ten_percent(tmp_path, capsys):
+    """A margin of 7-8 % (where trained models were seen one mode off) is warned about."""
+    x = np.random.default_rng(1).standard_normal((300, 3)) * np.sqrt([8.0, 2.0, 0.5])
+    p = tmp_path / "x.npy"
+    np.save(p, x)
+    from postcollapse import theory
+
+    t1 = float(theory.thresholds(theory.spectrum(theory.Moments.from_arrays(x)))[0])
+    for factor, warned in ((1.075, True), (0.93, True), (1.2, False)):
+        assert main(["effective-beta", "--recon", "mse-sum", "--kl", "sum",
+                     "--recon-weight", "0.5", "--kld-weight", repr(t1 * factor),
+                     "--data", str(p)]) == 0
+        assert ("warning: within 10% of a threshold" in capsys.readouterr().out) is warned
 
 
 def test_subprocess_effective_beta():

@@ -9,8 +9,14 @@ DATA, predicts which latent modes survive. Neither imports torch at module level
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+
+from postcollapse.diagnostics._effective_beta import (
+    LOSS_CONVENTIONS,
+    NEAR_THRESHOLD_MARGIN,
+)
 
 __all__ = ["register", "cmd_diagnose", "cmd_effective_beta"]
 
@@ -60,33 +66,64 @@ def register(subparsers) -> None:
             "Minimisers of RECON_WEIGHT * RECON + KLD_WEIGHT * KL are those of the paper's "
             "SE/(2 eta_dec^2) + beta KL at beta * eta_dec^2 = a_K / (2 a_R), where a_R and "
             "a_K are the coefficients of the per-sample squared error (summed over features) "
-            "and KL (summed over latent dimensions). With --data, print the thresholds "
-            "zeta_i^2 and the predicted surviving modes."
+            "and KL (summed over latent dimensions). Spell the loss with --recon and --kl, "
+            "or name a library's loss with --convention (--list-conventions shows them). "
+            "With --data, print the thresholds zeta_i^2 and the predicted surviving modes."
         ),
+        epilog=(
+            "examples:\n"
+            "  postcollapse effective-beta --convention pythae-betavae --beta 5 --data mnist\n"
+            "  postcollapse effective-beta --convention pytorch-vae-vanilla --kld-weight "
+            "0.00025 --dim 12288\n"
+            "  postcollapse effective-beta --recon mse-mean --kl sum --kld-weight 0.01 "
+            "--data mnist --latent-dim 5 --top 8"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--recon", required=True,
-                   choices=RECON_CONVENTIONS,
+    p.add_argument("--convention", default=None, metavar="NAME",
+                   choices=tuple(LOSS_CONVENTIONS),
+                   help="a library's loss: " + ", ".join(LOSS_CONVENTIONS) + " (default: "
+                        "none; spell the loss with --recon and --kl instead). It fixes "
+                        "--recon, --kl, --recon-weight and the batch reductions")
+    p.add_argument("--list-conventions", action="store_true",
+                   help="print the named conventions with their loss and source, and exit")
+    p.add_argument("--recon", default=None,
+                   choices=(*RECON_CONVENTIONS, "bce"),
                    help="squared error summed / averaged over features, or Gaussian NLL with "
-                        "std --eta-dec (summed / averaged over features)")
-    p.add_argument("--kl", required=True, choices=KL_CONVENTIONS,
-                   help="KL summed or averaged over latent dimensions")
-    p.add_argument("--kld-weight", type=float, default=1.0, metavar="W",
-                   help="weight of the KL term (default 1)")
-    p.add_argument("--recon-weight", type=float, default=1.0, metavar="R",
+                        "std --eta-dec (summed / averaged over features); 'bce' explains why "
+                        "a Bernoulli loss has no conversion (required without --convention)")
+    p.add_argument("--kl", default=None, choices=KL_CONVENTIONS,
+                   help="KL summed or averaged over latent dimensions (required without "
+                        "--convention)")
+    p.add_argument("--kld-weight", type=float, default=None, metavar="W",
+                   help="weight of the KL term (default 1); with --convention, the "
+                        "library's kld_weight (PyTorch-VAE's M_N) where it has one")
+    p.add_argument("--beta", type=float, default=None, metavar="B",
+                   help="the convention's beta (default: the library's, 1 for pythae, 4 for "
+                        "PyTorch-VAE BetaVAE); only with --convention")
+    p.add_argument("--gamma", type=float, default=None, metavar="G",
+                   help="the convention's gamma (pytorch-vae-beta-b; default 1000); only with "
+                        "--convention")
+    p.add_argument("--recon-weight", type=float, default=None, metavar="R",
                    help="weight of the reconstruction term (default 1)")
     p.add_argument("--eta-dec", type=float, default=None, metavar="F",
-                   help="decoder std of the Gaussian NLL (gaussian-nll only)")
+                   help="decoder std of the Gaussian NLL (gaussian-nll only; no default)")
     p.add_argument("--dim", type=int, default=None, metavar="D",
-                   help="number of features D (needed for *-mean unless --data)")
+                   help="number of features D (needed for *-mean unless --data; default: "
+                        "the data's)")
     p.add_argument("--latent-dim", type=int, default=None, metavar="K",
-                   help="latent dimension K (needed for --kl mean; caps predicted modes)")
-    p.add_argument("--recon-batch", choices=BATCH_REDUCTIONS, default="mean",
+                   help="latent dimension K (needed for --kl mean; caps predicted modes; "
+                        "default none)")
+    p.add_argument("--recon-batch", choices=BATCH_REDUCTIONS, default=None,
                    help="reconstruction reduced over the batch by mean (default) or sum")
-    p.add_argument("--kl-batch", choices=BATCH_REDUCTIONS, default="mean",
+    p.add_argument("--kl-batch", choices=BATCH_REDUCTIONS, default=None,
                    help="KL reduced over the batch by mean (default) or sum")
     p.add_argument("--batch-size", type=int, default=None, metavar="B",
                    help="batch size; needed only when --recon-batch and --kl-batch differ")
     p.add_argument("--data", default=None, metavar="DATA", help=_DATA_HELP)
+    p.add_argument("--top", type=int, default=None, metavar="K",
+                   help="list only the K largest thresholds, in the table and in --json "
+                        "(default: max(10, latent dim + 1); 0 lists all)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_effective_beta)
 
@@ -142,29 +179,58 @@ def cmd_diagnose(args) -> int:
     return 0
 
 
+def _list_conventions() -> int:
+    for c in LOSS_CONVENTIONS.values():
+        params = ", ".join(
+            f"{k}={(c.defaults or {}).get(k, 'required')}" for k in c.weights
+        ) or "none"
+        kind = "Bernoulli (BCE): no conversion" if c.bernoulli else f"recon {c.recon}"
+        print(f"{c.name}\n  {c.library}\n  loss    {c.loss}\n  {kind}; parameters: {params}"
+              f"\n  source  {c.source}")
+        if c.note:
+            print(f"  note    {c.note}")
+    return 0
+
+
 def cmd_effective_beta(args) -> int:
+    from postcollapse._checks import check_int_at_least
     from postcollapse.diagnostics import effective_beta
 
+    if args.list_conventions:
+        return _list_conventions()
+    if args.convention is None and (args.recon is None or args.kl is None):
+        raise ValueError(
+            "pass --recon and --kl, or --convention NAME (see --list-conventions)"
+        )
+    top = None if args.top is None else check_int_at_least("--top", args.top, 0)
     data = None
     if args.data is not None:
         from postcollapse.data import load
 
         data = load(args.data)
     res = effective_beta(
-        recon=args.recon, kl=args.kl, kld_weight=args.kld_weight,
-        recon_weight=args.recon_weight, eta_dec=args.eta_dec, dim=args.dim,
-        latent_dim=args.latent_dim, recon_batch=args.recon_batch, kl_batch=args.kl_batch,
-        batch_size=args.batch_size, data=data,
+        convention=args.convention, recon=args.recon, kl=args.kl, kld_weight=args.kld_weight,
+        recon_weight=args.recon_weight, beta=args.beta, gamma=args.gamma,
+        eta_dec=args.eta_dec, dim=args.dim, latent_dim=args.latent_dim,
+        recon_batch=args.recon_batch, kl_batch=args.kl_batch, batch_size=args.batch_size,
+        data=data,
     )
+    pred = res.prediction
+    if pred is not None:
+        n_show = max(10, (pred.latent_dim or 0) + 1) if top is None else (top or None)
+        n_show = pred.thresholds.size if n_show is None else min(n_show, pred.thresholds.size)
     if args.json:
         out = {
-            "recon": args.recon, "kl": args.kl, "kld_weight": args.kld_weight,
-            "recon_weight": args.recon_weight, "eta_dec": args.eta_dec,
+            "convention": args.convention,
+            "recon": res.convention.recon if res.convention else args.recon,
+            "kl": "sum" if res.convention else args.kl,
+            "kld_weight": args.kld_weight, "recon_weight": args.recon_weight,
+            "beta": args.beta, "gamma": args.gamma, "eta_dec": args.eta_dec,
             "dim": args.dim if data is None else int(data.d2),
-            "recon_batch": args.recon_batch, "kl_batch": args.kl_batch,
+            "recon_batch": args.recon_batch or "mean", "kl_batch": args.kl_batch or "mean",
             "batch_size": args.batch_size,
             "data": None if data is None else data.name,
-            **res.to_dict(),
+            **res.to_dict(top=None if pred is None else n_show),
         }
         json.dump(out, sys.stdout)
         sys.stdout.write("\n")
@@ -175,10 +241,14 @@ def cmd_effective_beta(args) -> int:
         f"{res.kl_coef:.6g} * <KL summed over latent dims>, <.> = batch mean;",
         "   beta * eta_dec^2 = KL coefficient / (2 * SE coefficient))",
     ]
-    pred = res.prediction
+    if res.convention is not None:
+        c = res.convention
+        lines += [f"  convention {c.name}: {c.library}", f"    loss   {c.loss}",
+                  f"    source {c.source}"]
+        if c.note:
+            lines.append(f"    note   {c.note}")
     if pred is not None:
         thr = pred.thresholds
-        n_show = min(thr.size, max(10, (pred.latent_dim or 0) + 1))
         lines += [
             "",
             f"data       {data.name}   ({data.n_samples} samples, {data.d2} features)",
@@ -190,7 +260,7 @@ def cmd_effective_beta(args) -> int:
             note = "yes" if alive else ("no (beyond latent_dim)" if capped else "no")
             lines.append(f"{i + 1:>5}  {thr[i]:>10.5g}  {note}")
         if n_show < thr.size:
-            lines.append(f"  ... {thr.size - n_show} more mode(s)")
+            lines.append(f"  ... {thr.size - n_show} more mode(s) (--top 0 lists all)")
         cap = "" if pred.latent_dim is None else f" of latent_dim {pred.latent_dim}"
         hi = "inf" if pred.interval[1] == float("inf") else f"{pred.interval[1]:.5g}"
         lines += [
@@ -199,7 +269,11 @@ def cmd_effective_beta(args) -> int:
             f"same count for beta * eta_dec^2 in [{pred.interval[0]:.5g}, {hi})   "
             f"margin {pred.margin:.3g} (log units)",
         ]
-        if pred.margin < 0.05:
-            lines.append("warning: within 5% of a threshold; a trained model may land either side")
+        if pred.near_threshold:
+            lines.append(
+                f"warning: within {NEAR_THRESHOLD_MARGIN:.0%} of a threshold (margin "
+                f"{pred.margin:.3g} < {NEAR_THRESHOLD_MARGIN:g}); trained models have kept "
+                "one mode more or one fewer than predicted this close"
+            )
     print("\n".join(lines))
     return 0

@@ -2,7 +2,9 @@
 
 - :func:`effective_beta` / :func:`predict_modes` (numpy only): convert a loss convention
   (mean- or sum-reduced MSE, Gaussian NLL, ``kld_weight``, KL summed or averaged) into the
-  paper's ``beta * eta_dec^2`` and predict which latent modes survive on given data.
+  paper's ``beta * eta_dec^2`` and predict which latent modes survive on given data;
+  ``convention=NAME`` for the losses of pythae, PyTorch-VAE, the PyTorch and Keras examples
+  (``LOSS_CONVENTIONS``).
 - :class:`CollapseMonitor`, :func:`collapse_metrics`, :func:`kl_per_dim`,
   :func:`mutual_information` (torch): per-dimension KL, active units, (epsilon, delta)
   collapse rate, sigma statistics and an MI estimate from encoder outputs (mu, logvar).
@@ -18,9 +20,14 @@ import importlib
 
 from postcollapse.diagnostics._effective_beta import (
     BATCH_REDUCTIONS,
+    BERNOULLI_EXPLANATION,
     KL_CONVENTIONS,
+    LOSS_CONVENTIONS,
+    NEAR_THRESHOLD_MARGIN,
     RECON_CONVENTIONS,
+    BernoulliDecoderError,
     EffectiveBeta,
+    LossConvention,
     ModePrediction,
     effective_beta,
     predict_modes,
@@ -43,9 +50,14 @@ _LAZY = {
 
 __all__ = [
     "BATCH_REDUCTIONS",
+    "BERNOULLI_EXPLANATION",
     "KL_CONVENTIONS",
+    "LOSS_CONVENTIONS",
+    "NEAR_THRESHOLD_MARGIN",
     "RECON_CONVENTIONS",
     "ActiveComparison",
+    "BernoulliDecoderError",
+    "LossConvention",
     "CollapseMonitor",
     "CollapseSummary",
     "EffectiveBeta",

@@ -49,10 +49,26 @@ batch ``sum`` (either term) summed instead of averaged over a batch of B      fa
   reconstruction but summing the KL multiplies it by B. (A smaller last batch then has a
   different effective beta: use ``drop_last=True`` or average both.)
 
+Named conventions
+-----------------
+``effective_beta(convention=NAME, ...)`` spells (a_R, a_K) for the loss code of popular VAE
+libraries, each read from the library's own source (``LOSS_CONVENTIONS`` lists them with the
+file and version; :class:`LossConvention` documents the fields). The library's own
+hyperparameters are passed by their names (``beta``, ``kld_weight``, ``gamma``).
+
 What is not covered: losses that are not Gaussian in the reconstruction (Bernoulli /
-BCE), a *learned* decoder variance (then eta_dec is a parameter, not a convention), KL
-annealing schedules (the value applies to the weight at the end of training), and free
-bits / KL thresholds.
+BCE: the closed form and its thresholds hold for Gaussian decoders, so such a model's
+thresholds are measured by training it, see :data:`BERNOULLI_EXPLANATION`), a *learned*
+decoder variance (then eta_dec is a parameter, not a convention), KL annealing schedules
+(the value applies to the weight at the end of training), and free bits / KL thresholds.
+
+How close to a threshold is too close
+-------------------------------------
+``ModePrediction.margin`` is the log distance of beta * eta_dec^2 to the nearest edge of
+its interval; below :data:`NEAR_THRESHOLD_MARGIN` (0.1, about 10 %) the predicted count is
+flagged as uncertain. Trained nonlinear VAEs have been measured one surviving mode away
+from the prediction at margins of 7-8 %, in both directions (one kept a mode fewer than
+predicted, another one more), so no direction is implied.
 """
 
 from __future__ import annotations
@@ -61,9 +77,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from postcollapse._checks import check_choice, check_int_at_least, check_positive
+from postcollapse._checks import check_int_at_least, check_positive
 
 __all__ = [
+    "BERNOULLI_EXPLANATION",
+    "BernoulliDecoderError",
+    "LOSS_CONVENTIONS",
+    "LossConvention",
+    "NEAR_THRESHOLD_MARGIN",
     "RECON_CONVENTIONS",
     "KL_CONVENTIONS",
     "BATCH_REDUCTIONS",
@@ -77,6 +98,143 @@ __all__ = [
 RECON_CONVENTIONS = ("mse-sum", "mse-mean", "gaussian-nll", "gaussian-nll-mean")
 KL_CONVENTIONS = ("sum", "mean")
 BATCH_REDUCTIONS = ("mean", "sum")
+
+#: Log margin below which a predicted mode count is flagged as near a threshold (~10 %).
+NEAR_THRESHOLD_MARGIN = 0.1
+
+BERNOULLI_EXPLANATION = (
+    "the closed-form thresholds hold for Gaussian decoders (squared-error or Gaussian-NLL "
+    "reconstruction), so a Bernoulli / BCE loss has no beta * eta_dec^2 to convert to; "
+    "measure this model's thresholds by training it over a range of betas "
+    "(`postcollapse locate`), or use a squared-error reconstruction to get a prediction"
+)
+
+
+class BernoulliDecoderError(ValueError):
+    """The loss has a Bernoulli (binary cross-entropy) reconstruction term.
+
+    The linear theory's thresholds are those of a Gaussian decoder; there is no
+    ``beta * eta_dec^2`` for a BCE loss. Measure the thresholds by training instead.
+    """
+
+
+@dataclass(frozen=True)
+class LossConvention:
+    """The loss of one library's VAE, as the coefficients of :func:`effective_beta`.
+
+    The library's loss per batch is ``recon_weight * RECON + w * KL`` with RECON of type
+    ``recon`` (None: Bernoulli / BCE, not convertible), KL summed over latent dimensions and
+    both terms averaged over the batch unless ``batch`` says otherwise; ``w`` is the product
+    of the library hyperparameters named in ``weights`` (defaults from the library's config
+    in ``defaults``; a name without default must be passed).
+
+    Attributes
+    ----------
+    name : str
+    library : str
+        Library and model class (and loss option).
+    source : str
+        The source file the loss was read from, with the version or commit.
+    loss : str
+        The loss as the library computes it.
+    recon : str or None
+        One of RECON_CONVENTIONS, or None for a Bernoulli (BCE) reconstruction.
+    recon_weight : float
+    weights : tuple of str
+        Hyperparameters whose product is the KL weight w.
+    defaults : dict
+        Library defaults of those hyperparameters.
+    batch : str
+        How both terms are reduced over the batch ("mean" or "sum").
+    note : str
+        Caveats (printed with the result).
+    """
+
+    name: str
+    library: str
+    source: str
+    loss: str
+    recon: str | None
+    recon_weight: float = 1.0
+    weights: tuple[str, ...] = ()
+    defaults: dict | None = None
+    batch: str = "mean"
+    note: str = ""
+
+    @property
+    def bernoulli(self) -> bool:
+        return self.recon is None
+
+
+_PYTHAE = "pythae 0.1.2, src/pythae/models/{0}/{0}_model.py (clementchadebec/benchmark_VAE)"
+_ANTIXK = "AntixK/PyTorch-VAE, models/{} (commit {})"
+_KL_TORCH = "-0.5 * sum(1 + log_var - mu^2 - exp(log_var), latent)"
+
+#: Named loss conventions of popular VAE libraries (name -> LossConvention).
+LOSS_CONVENTIONS: dict[str, LossConvention] = {
+    c.name: c
+    for c in (
+        LossConvention(
+            "pythae-vae", "pythae VAE, reconstruction_loss='mse' (the default)",
+            _PYTHAE.format("vae"),
+            "mean_batch(0.5 * sum_features (recon_x - x)^2 + KLD), KLD = " + _KL_TORCH,
+            "mse-sum", recon_weight=0.5,
+        ),
+        LossConvention(
+            "pythae-betavae", "pythae BetaVAE, reconstruction_loss='mse' (the default)",
+            _PYTHAE.format("beta_vae"),
+            "mean_batch(0.5 * sum_features (recon_x - x)^2 + beta * KLD)",
+            "mse-sum", recon_weight=0.5, weights=("beta",), defaults={"beta": 1.0},
+        ),
+        LossConvention(
+            "pythae-vae-bce", "pythae VAE, reconstruction_loss='bce'", _PYTHAE.format("vae"),
+            "mean_batch(sum_features BCE(recon_x, x) + KLD)", None,
+        ),
+        LossConvention(
+            "pythae-betavae-bce", "pythae BetaVAE, reconstruction_loss='bce'",
+            _PYTHAE.format("beta_vae"),
+            "mean_batch(sum_features BCE(recon_x, x) + beta * KLD)", None,
+            weights=("beta",), defaults={"beta": 1.0},
+        ),
+        LossConvention(
+            "pytorch-vae-vanilla", "PyTorch-VAE (AntixK) VanillaVAE",
+            _ANTIXK.format("vanilla_vae.py", "2946d7a"),
+            "F.mse_loss(recons, input) + kld_weight * mean_batch(KLD); kld_weight = "
+            "kwargs['M_N'] (the config's kld_weight)",
+            "mse-mean", weights=("kld_weight",),
+        ),
+        LossConvention(
+            "pytorch-vae-beta-h", "PyTorch-VAE (AntixK) BetaVAE, loss_type='H' (Higgins)",
+            _ANTIXK.format("beta_vae.py", "db41da7"),
+            "F.mse_loss(recons, input) + beta * kld_weight * mean_batch(KLD)",
+            "mse-mean", weights=("beta", "kld_weight"), defaults={"beta": 4.0},
+        ),
+        LossConvention(
+            "pytorch-vae-beta-b", "PyTorch-VAE (AntixK) BetaVAE, loss_type='B' (Burgess)",
+            _ANTIXK.format("beta_vae.py", "db41da7"),
+            "F.mse_loss(recons, input) + gamma * kld_weight * |mean_batch(KLD) - C|, C ramped "
+            "from 0 to max_capacity over Capacity_max_iter steps",
+            "mse-mean", weights=("gamma", "kld_weight"), defaults={"gamma": 1000.0},
+            note=(
+                "valid only while the batch KL exceeds the capacity C (then the loss is a "
+                "beta-VAE's minus a constant); below C the term pushes the KL up and the "
+                "collapse theory does not apply"
+            ),
+        ),
+        LossConvention(
+            "pytorch-examples-vae", "PyTorch examples VAE (vae/main.py)",
+            "pytorch/examples, vae/main.py (commit 0a8329c)",
+            "sum_batch(BCE(recon_x, x) summed over pixels) + continuous-Bernoulli log "
+            "normaliser + sum_batch(KLD)", None, batch="sum",
+        ),
+        LossConvention(
+            "keras-vae", "Keras VAE example (keras.io/examples/generative/vae)",
+            "keras-team/keras-io, examples/generative/vae.py (commit 09e02e1)",
+            "mean_batch(sum_pixels binary_crossentropy(data, reconstruction)) + "
+            "mean_batch(sum_latent -0.5 (1 + z_log_var - z_mean^2 - exp(z_log_var)))", None,
+        ),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -97,7 +255,9 @@ class ModePrediction:
     margin : float
         Distance to the nearest edge of ``interval`` in log units,
         ``min(log(b/lo), log(hi/b))`` (inf where an edge is 0 or inf): predictions are
-        robust only when this is not small (0.1 = 10 % away from a threshold).
+        robust only when this is not small; ``near_threshold`` flags margins below
+        NEAR_THRESHOLD_MARGIN = 0.1 (about 10 %), where a trained model has been seen to
+        keep one mode more or one fewer than predicted.
     latent_dim : int or None
     """
 
@@ -108,10 +268,19 @@ class ModePrediction:
     margin: float
     latent_dim: int | None
 
-    def to_dict(self) -> dict:
+    @property
+    def near_threshold(self) -> bool:
+        """True when the margin is below NEAR_THRESHOLD_MARGIN (the count may be off by one)."""
+        return bool(self.margin < NEAR_THRESHOLD_MARGIN)
+
+    def to_dict(self, *, top: int | None = None) -> dict:
+        """JSON-ready fields; ``top`` keeps only the ``top`` largest thresholds (None: all)."""
+        thr = self.thresholds if top is None else self.thresholds[:top]
         return {
             "effective_beta": self.effective_beta,
-            "thresholds": [float(t) for t in self.thresholds],
+            "thresholds": [float(t) for t in thr],
+            "n_modes": int(self.thresholds.size),
+            "near_threshold": self.near_threshold,
             "active_modes": self.active_modes,
             "interval": [float(self.interval[0]), float(self.interval[1])],
             "margin": float(self.margin),
@@ -132,24 +301,32 @@ class EffectiveBeta:
         the batch-mean summed KL in the user's loss).
     prediction : ModePrediction or None
         Thresholds and predicted surviving modes on ``data`` (None without data).
+    convention : LossConvention or None
+        The named convention used, if any.
     """
 
     value: float
     recon_coef: float
     kl_coef: float
     prediction: ModePrediction | None = None
+    convention: LossConvention | None = None
 
     def __float__(self) -> float:
         return self.value
 
-    def to_dict(self) -> dict:
+    def to_dict(self, *, top: int | None = None) -> dict:
+        """JSON-ready fields; ``top`` caps the thresholds listed (None: all)."""
         out = {
             "effective_beta": self.value,
             "recon_coef": self.recon_coef,
             "kl_coef": self.kl_coef,
         }
+        if self.convention is not None:
+            c = self.convention
+            out.update(convention=c.name, library=c.library, source=c.source, loss=c.loss,
+                       note=c.note)
         if self.prediction is not None:
-            pred = self.prediction.to_dict()
+            pred = self.prediction.to_dict(top=top)
             pred.pop("effective_beta")
             out.update(pred)
         return out
@@ -157,15 +334,18 @@ class EffectiveBeta:
 
 def effective_beta(
     *,
-    recon: str = "mse-mean",
-    kl: str = "sum",
-    kld_weight: float = 1.0,
-    recon_weight: float = 1.0,
+    convention: str | None = None,
+    recon: str | None = None,
+    kl: str | None = None,
+    kld_weight: float | None = None,
+    recon_weight: float | None = None,
+    beta: float | None = None,
+    gamma: float | None = None,
     eta_dec: float | None = None,
     dim: int | None = None,
     latent_dim: int | None = None,
-    recon_batch: str = "mean",
-    kl_batch: str = "mean",
+    recon_batch: str | None = None,
+    kl_batch: str | None = None,
     batch_size: int | None = None,
     data=None,
 ) -> EffectiveBeta:
@@ -175,14 +355,23 @@ def effective_beta(
 
     Parameters
     ----------
-    recon : {"mse-sum", "mse-mean", "gaussian-nll", "gaussian-nll-mean"}
+    convention : str, optional
+        A named library loss (a key of ``LOSS_CONVENTIONS``, e.g. ``"pythae-betavae"``,
+        ``"pytorch-vae-vanilla"``); it fixes ``recon``, ``kl``, ``recon_weight`` and the
+        batch reductions, which must then not be passed. Its hyperparameters are passed by
+        the library's names (``beta``, ``kld_weight``, ``gamma``). Bernoulli (BCE)
+        conventions raise :class:`BernoulliDecoderError` with the explanation.
+    recon : {"mse-sum", "mse-mean", "gaussian-nll", "gaussian-nll-mean"}, default "mse-mean"
         Reconstruction term: squared error summed / averaged over the D features, or the
         Gaussian negative log-likelihood with fixed std ``eta_dec``, summed / averaged
-        over features.
-    kl : {"sum", "mean"}
+        over features. ``"bce"`` raises :class:`BernoulliDecoderError`.
+    kl : {"sum", "mean"}, default "sum"
         KL to the prior summed / averaged over the K latent dimensions.
-    kld_weight, recon_weight : float > 0
-        The weights w and R in ``R * RECON + w * KL``.
+    kld_weight, recon_weight : float > 0, default 1
+        The weights w and R in ``R * RECON + w * KL``. With a convention, ``kld_weight``
+        is the library's own ``kld_weight`` (PyTorch-VAE's ``M_N``) where it has one.
+    beta, gamma : float > 0, optional
+        A convention's ``beta`` / ``gamma`` hyperparameter (default: the library's).
     eta_dec : float > 0, optional
         Decoder std of the Gaussian NLL; required for the ``gaussian-nll`` conventions,
         rejected for the MSE ones (they have no eta_dec: the answer is beta * eta_dec^2).
@@ -192,7 +381,7 @@ def effective_beta(
     latent_dim : int, optional
         K, the number of latent dimensions; required when ``kl="mean"``; also caps the
         predicted active modes.
-    recon_batch, kl_batch : {"mean", "sum"}
+    recon_batch, kl_batch : {"mean", "sum"}, default "mean"
         How each term is reduced over the batch.
     batch_size : int, optional
         B; required only when the two batch reductions differ.
@@ -206,12 +395,51 @@ def effective_beta(
     EffectiveBeta
         ``.value`` (also ``float(result)``) and, with ``data``, ``.prediction``.
     """
-    recon = check_choice("recon", recon, RECON_CONVENTIONS)
-    kl = check_choice("kl", kl, KL_CONVENTIONS)
-    recon_batch = check_choice("recon_batch", recon_batch, BATCH_REDUCTIONS)
-    kl_batch = check_choice("kl_batch", kl_batch, BATCH_REDUCTIONS)
-    w = check_positive("kld_weight", kld_weight)
-    r = check_positive("recon_weight", recon_weight)
+    conv = None
+    if convention is not None:
+        conv = _convention(convention)
+        fixed = {"recon": recon, "kl": kl, "recon_weight": recon_weight,
+                 "recon_batch": recon_batch, "kl_batch": kl_batch}
+        given = [k for k, v in fixed.items() if v is not None]
+        if given:
+            raise ValueError(
+                f"convention={conv.name!r} fixes {', '.join(given)}; drop "
+                f"{'it' if len(given) == 1 else 'them'} or drop the convention"
+            )
+        hyper = {"beta": beta, "gamma": gamma, "kld_weight": kld_weight}
+        extra = [k for k, v in hyper.items() if v is not None and k not in conv.weights]
+        if extra:
+            takes = ", ".join(conv.weights) if conv.weights else "no KL weight"
+            raise ValueError(
+                f"convention={conv.name!r} has no {extra[0]} (it takes {takes})"
+            )
+        if conv.bernoulli:
+            raise BernoulliDecoderError(f"{conv.name} ({conv.library}): {BERNOULLI_EXPLANATION}")
+        w = 1.0
+        defaults = conv.defaults or {}
+        for k in conv.weights:
+            v = hyper[k] if hyper[k] is not None else defaults.get(k)
+            if v is None:
+                raise ValueError(
+                    f"convention={conv.name!r} needs {k} (the value in your config)"
+                )
+            w *= check_positive(k, v)
+        recon, kl, r = conv.recon, "sum", conv.recon_weight
+        recon_batch = kl_batch = conv.batch
+    else:
+        if beta is not None or gamma is not None:
+            raise ValueError(
+                "beta and gamma are a named convention's hyperparameters: pass convention= "
+                "or use kld_weight"
+            )
+        if recon == "bce":
+            raise BernoulliDecoderError(f"recon='bce': {BERNOULLI_EXPLANATION}")
+        recon = _choice("recon", "mse-mean" if recon is None else recon, RECON_CONVENTIONS)
+        kl = _choice("kl", "sum" if kl is None else kl, KL_CONVENTIONS)
+        recon_batch = _choice("recon_batch", recon_batch or "mean", BATCH_REDUCTIONS)
+        kl_batch = _choice("kl_batch", kl_batch or "mean", BATCH_REDUCTIONS)
+        w = check_positive("kld_weight", 1.0 if kld_weight is None else kld_weight)
+        r = check_positive("recon_weight", 1.0 if recon_weight is None else recon_weight)
     if latent_dim is not None:
         latent_dim = check_int_at_least("latent_dim", latent_dim, 1)
 
@@ -266,7 +494,17 @@ def effective_beta(
     value = a_k / (2.0 * a_r)
     prediction = None if spec is None else predict_modes(spec, value, latent_dim=latent_dim)
     return EffectiveBeta(value=float(value), recon_coef=float(a_r), kl_coef=float(a_k),
-                         prediction=prediction)
+                         prediction=prediction, convention=conv)
+
+
+def _convention(name) -> LossConvention:
+    if isinstance(name, LossConvention):
+        return name
+    if name not in LOSS_CONVENTIONS:
+        raise ValueError(
+            f"unknown convention {name!r}; choose one of {', '.join(LOSS_CONVENTIONS)}"
+        )
+    return LOSS_CONVENTIONS[name]
 
 
 def as_spectrum(data):
