@@ -3,6 +3,20 @@
 Pure numpy/scipy; never imports torch or matplotlib. Conventions: ``../shared/THEORY.md``.
 """
 
+from postcollapse.theory.freebits import (
+    FREEBITS_REGIMES,
+    FreeBitsOptimum,
+    freebits_loss,
+    freebits_optimum,
+    freebits_reduced_loss,
+)
+from postcollapse.theory.hierarchical import (
+    HIERARCHICAL_REGIMES,
+    HierarchicalOptimum,
+    HierarchicalParams,
+    hierarchical_loss,
+    hierarchical_optimum,
+)
 from postcollapse.theory.loss import (
     FlatVAELoss,
     VAEGrad,
@@ -38,4 +52,14 @@ __all__ = [
     "FlatVAELoss",
     "origin_hessian",
     "origin_hessian_min_eig",
+    "HierarchicalOptimum",
+    "HierarchicalParams",
+    "hierarchical_optimum",
+    "hierarchical_loss",
+    "HIERARCHICAL_REGIMES",
+    "FreeBitsOptimum",
+    "freebits_optimum",
+    "freebits_loss",
+    "freebits_reduced_loss",
+    "FREEBITS_REGIMES",
 ]
