@@ -342,6 +342,11 @@ class HierarchicalOptimum:
         The singular values of Z the level-1 latents serve (zero past d*).
     params : HierarchicalParams
         A global minimiser (biases included).
+    zeta_threshold1, zeta_threshold2 : float
+        Level 1 serves mode i iff zeta_i > zeta_threshold1 (for a mode level 2 serves; one
+        it does not, when d2 < d1, needs zeta_i > sqrt(beta) sigma1); level 2 is active on level-1
+        latent i iff zeta_i > zeta_threshold2 (and it is among the d2 of largest gain).
+        0 means every direction, even one with no signal; inf means none.
     """
 
     loss: float
@@ -355,6 +360,8 @@ class HierarchicalOptimum:
     s: np.ndarray
     zeta: np.ndarray
     params: HierarchicalParams
+    zeta_threshold1: float
+    zeta_threshold2: float
     beta: float
     beta2: float
     sigma1: float | None
@@ -474,6 +481,8 @@ def hierarchical_optimum(
             s=s,
             zeta=zeta,
             params=params,
+            zeta_threshold1=float(np.sqrt(beta1) * eta_dec),
+            zeta_threshold2=float("inf"),
             beta=beta1, beta2=beta2, sigma1=None, eta_enc=eta_enc, eta_dec=eta_dec,
         )
 
@@ -531,5 +540,7 @@ def hierarchical_optimum(
         s=s,
         zeta=zeta,
         params=params,
+        zeta_threshold1=float(np.sqrt(beta1) * sigma1 if v1 <= bp else np.sqrt(beta2) * eta_dec),
+        zeta_threshold2=float(0.0 if v1 > bp else beta2 * e2 / (np.sqrt(beta1) * sigma1)),
         beta=beta1, beta2=beta2, sigma1=sigma1, eta_enc=eta_enc, eta_dec=eta_dec,
     )
