@@ -75,7 +75,7 @@ def test_closed_form_matches_direct_optimisation(case):
 
 
 @pytest.mark.slow
-@settings(max_examples=25, **settings_kw)
+@settings(max_examples=6, **settings_kw)
 @given(cases)
 def test_closed_form_matches_direct_optimisation_many(case):
     _check_case(case, n_starts=4)
