@@ -232,10 +232,12 @@ def freebits_reduced_loss(N, zeta, *, residual=0.0, beta, lam, eta_dec=1.0) -> f
     beta, lam, _, eta_dec = _scalars(beta, lam, 1.0, eta_dec)
     N = np.asarray(N, dtype=np.float64)
     z2 = np.asarray(zeta, dtype=np.float64) ** 2
-    P = N.T @ N
-    Q = np.linalg.inv(np.eye(P.shape[0]) + P)
+    if N.ndim != 2 or N.shape[1] != z2.size:
+        raise ValueError(f"N must have shape (latent_dim, {z2.size}), got {N.shape}")
+    R = np.linalg.inv(np.eye(N.shape[0]) + N @ N.T)  # Woodbury, k x k
+    distortion = np.sum(z2) - np.sum((R @ (N * z2)) * N)
     rates = 0.5 * np.log1p(np.sum(N * N, axis=1))
-    return float((residual + np.sum(z2 * np.diag(Q))) / (2 * eta_dec**2)
+    return float((residual + distortion) / (2 * eta_dec**2)
                  + beta * np.sum(np.maximum(lam, rates)))
 
 
@@ -378,11 +380,16 @@ def _reduced_fg(x, z2, d1, ds, gamma, residual, beta, eta_dec):
     rho2 = gamma + t * t
     rho = np.sqrt(rho2)
     N = uh * rho[:, None]
-    Q = np.linalg.inv(np.eye(ds) + N.T @ N)
+    # Woodbury: (I + N^T N)^{-1} = I - N^T R N with R = (I_k + N N^T)^{-1} (k x k), so
+    # every step costs O(k^2 d*) however many modes there are.
+    R = np.linalg.inv(np.eye(d1) + N @ N.T)
+    ND = N * z2  # N D
+    RND = R @ ND
     a = 1.0 / (2 * eta_dec**2)
-    val = a * (residual + np.sum(z2 * np.diag(Q))) + beta * 0.5 * np.sum(np.log1p(rho2))
-    QDQ = Q @ (z2[:, None] * Q)
-    gN = -2.0 * a * (N @ QDQ) + beta * N / (1.0 + rho2)[:, None]
+    val = (a * (residual + np.sum(z2) - np.sum(RND * N))
+           + beta * 0.5 * np.sum(np.log1p(rho2)))
+    # d tr(D Q) / dN = -2 N Q D Q, and N Q = R N.
+    gN = -2.0 * a * (RND - (RND @ N.T) @ (R @ N)) + beta * N / (1.0 + rho2)[:, None]
     proj = np.sum(gN * uh, axis=1)
     gU = (rho / norm)[:, None] * (gN - uh * proj[:, None])
     gt = t / np.where(rho > 0, rho, 1.0) * proj
