@@ -118,7 +118,7 @@ def _check(case, n_starts):
 
 
 @pytest.mark.slow
-@settings(max_examples=20, **settings_kw)
+@settings(max_examples=12, **settings_kw)
 @given(cases)
 def test_matches_direct_optimisation_random(case):
     _check(case, n_starts=4)
