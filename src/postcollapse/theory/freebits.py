@@ -479,11 +479,18 @@ def freebits_optimum(
         n_wf = np.zeros((d1, ds))
         n_wf[:, :k] = q[:, :k] * np.sqrt(p_wf[:k])  # N^T N = diag(p), |n_j|^2 = gamma
         starts.append(n_wf)
+        # Random starts on the strongest modes (a little mass elsewhere): the optimum puts
+        # its SNR there, and L-BFGS from a start spread over hundreds of weak modes is slow.
+        top = min(ds, 2 * d1 + 2)
         for _ in range(n_starts):
-            starts.append(rng.normal(size=(d1, ds)) * np.sqrt(max(gamma, 0.1)))
+            n0 = 1e-3 * rng.normal(size=(d1, ds))
+            n0[:, :top] = rng.normal(size=(d1, top))
+            starts.append(n0 * np.sqrt(max(gamma, 0.1)))
         best, best_x = np.inf, None
         opts = {"maxiter": 20000, "maxfun": 40000, "gtol": 1e-13, "ftol": 1e-16, "maxcor": 30}
-        for n0 in starts:
+        for i, n0 in enumerate(starts):
+            if i < 2:  # the closed forms can be saddles: nudge them off
+                n0 = n0 + 1e-7 * rng.normal(size=n0.shape)
             x0 = _start_from_N(n0, gamma, rng)
             res = minimize(_reduced_fg, x0, jac=True, method="L-BFGS-B",
                            args=(z2, d1, ds, gamma, r, beta, eta_dec), options=opts)
