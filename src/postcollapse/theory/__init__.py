@@ -5,16 +5,20 @@ Pure numpy/scipy; never imports torch or matplotlib. Conventions: ``../shared/TH
 
 from postcollapse.theory.freebits import (
     FREEBITS_REGIMES,
+    FlatFreeBitsLoss,
     FreeBitsOptimum,
+    freebits_kl,
     freebits_loss,
     freebits_optimum,
     freebits_reduced_loss,
 )
 from postcollapse.theory.hierarchical import (
     HIERARCHICAL_REGIMES,
+    FlatHierarchicalLoss,
     HierarchicalOptimum,
     HierarchicalParams,
     hierarchical_loss,
+    hierarchical_loss_and_grad,
     hierarchical_optimum,
 )
 from postcollapse.theory.loss import (
@@ -56,10 +60,14 @@ __all__ = [
     "HierarchicalParams",
     "hierarchical_optimum",
     "hierarchical_loss",
+    "hierarchical_loss_and_grad",
+    "FlatHierarchicalLoss",
     "HIERARCHICAL_REGIMES",
     "FreeBitsOptimum",
     "freebits_optimum",
     "freebits_loss",
     "freebits_reduced_loss",
+    "freebits_kl",
+    "FlatFreeBitsLoss",
     "FREEBITS_REGIMES",
 ]
