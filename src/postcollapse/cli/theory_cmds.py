@@ -70,6 +70,9 @@ def register(subparsers) -> None:
     p.add_argument("--save", default=None, metavar="FILE.npz",
                    help="write U, W, sigma2, b_e, b_d (and lambda, theta, zeta) to FILE.npz")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    from postcollapse.cli.extensions_cmds import add_arguments as add_extension_arguments
+
+    add_extension_arguments(p)  # --levels 2 / --free-bits (two-level VAE, free bits)
     p.set_defaults(func=cmd_optimum)
 
 
@@ -201,8 +204,12 @@ def cmd_thresholds(args) -> int:
 
 def cmd_optimum(args) -> int:
     from postcollapse._checks import check_int_at_least, check_positive
+    from postcollapse.cli.extensions_cmds import cmd_optimum_extension, wants_extension
     from postcollapse.theory import optimum, thresholds
 
+    if wants_extension(args):
+        return cmd_optimum_extension(args, spectrum_of=_spectrum_of, header_json=_header_json,
+                                     header_lines=_header_lines)
     latent_dim = check_int_at_least("--latent-dim", args.latent_dim, 1)
     beta = check_positive("--beta", args.beta)
     from postcollapse.theory import check_eta_dec

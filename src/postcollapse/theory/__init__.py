@@ -3,6 +3,24 @@
 Pure numpy/scipy; never imports torch or matplotlib. Conventions: ``docs/THEORY.md``.
 """
 
+from postcollapse.theory.freebits import (
+    FREEBITS_REGIMES,
+    FlatFreeBitsLoss,
+    FreeBitsOptimum,
+    freebits_kl,
+    freebits_loss,
+    freebits_optimum,
+    freebits_reduced_loss,
+)
+from postcollapse.theory.hierarchical import (
+    HIERARCHICAL_REGIMES,
+    FlatHierarchicalLoss,
+    HierarchicalOptimum,
+    HierarchicalParams,
+    hierarchical_loss,
+    hierarchical_loss_and_grad,
+    hierarchical_optimum,
+)
 from postcollapse.theory.loss import (
     FlatVAELoss,
     VAEGrad,
@@ -55,4 +73,18 @@ __all__ = [
     "FlatVAELoss",
     "origin_hessian",
     "origin_hessian_min_eig",
+    "HierarchicalOptimum",
+    "HierarchicalParams",
+    "hierarchical_optimum",
+    "hierarchical_loss",
+    "hierarchical_loss_and_grad",
+    "FlatHierarchicalLoss",
+    "HIERARCHICAL_REGIMES",
+    "FreeBitsOptimum",
+    "freebits_optimum",
+    "freebits_loss",
+    "freebits_reduced_loss",
+    "freebits_kl",
+    "FlatFreeBitsLoss",
+    "FREEBITS_REGIMES",
 ]
