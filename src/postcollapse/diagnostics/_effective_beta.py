@@ -77,7 +77,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from postcollapse._checks import check_int_at_least, check_positive
+from postcollapse._checks import check_choice, check_int_at_least, check_positive
 
 __all__ = [
     "BERNOULLI_EXPLANATION",
@@ -434,10 +434,10 @@ def effective_beta(
             )
         if recon == "bce":
             raise BernoulliDecoderError(f"recon='bce': {BERNOULLI_EXPLANATION}")
-        recon = _choice("recon", "mse-mean" if recon is None else recon, RECON_CONVENTIONS)
-        kl = _choice("kl", "sum" if kl is None else kl, KL_CONVENTIONS)
-        recon_batch = _choice("recon_batch", recon_batch or "mean", BATCH_REDUCTIONS)
-        kl_batch = _choice("kl_batch", kl_batch or "mean", BATCH_REDUCTIONS)
+        recon = check_choice("recon", "mse-mean" if recon is None else recon, RECON_CONVENTIONS)
+        kl = check_choice("kl", "sum" if kl is None else kl, KL_CONVENTIONS)
+        recon_batch = check_choice("recon_batch", recon_batch or "mean", BATCH_REDUCTIONS)
+        kl_batch = check_choice("kl_batch", kl_batch or "mean", BATCH_REDUCTIONS)
         w = check_positive("kld_weight", 1.0 if kld_weight is None else kld_weight)
         r = check_positive("recon_weight", 1.0 if recon_weight is None else recon_weight)
     if latent_dim is not None:
