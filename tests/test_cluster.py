@@ -249,11 +249,13 @@ def test_sweep_survives_a_killed_worker(tmp_path, cluster, reference_sweep):
     pids = client.run(os.getpid)
     processing = client.processing()
     busy = [w for w, tasks in processing.items() if tasks] or list(pids)
-    os.kill(pids[busy[0]], signal.SIGKILL)
+    killed = pids[busy[0]]
+    os.kill(killed, signal.SIGKILL)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     _assert_same_sweep(out, reference_sweep)
     client.wait_for_workers(2, timeout=60)  # the nanny restarts it for the next tests
+    assert killed not in client.run(os.getpid).values()
 
 
 @pytest.mark.slow
