@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from postcollapse.cli import main
 from postcollapse.data.parquet import parquet_moments, read_parquet
@@ -191,6 +192,9 @@ def _assert_same_sweep(out, ref):
     ja, jb = (json.loads((p / "sweep.json").read_text()) for p in (out, ref))
     for key in ("config", "data", "theory", "members", "fingerprint"):
         assert ja[key] == jb[key], key
+    ma, mb = (torch.load(p / "model.pt", weights_only=False) for p in (out, ref))
+    assert ma["config"] == mb["config"]
+    torch.testing.assert_close(ma["flat"], mb["flat"], rtol=0, atol=0)  # trained identically
 
 
 @pytest.mark.slow
@@ -230,6 +234,7 @@ def test_distributed_sweep_equals_in_process(tmp_path, cluster, reference_sweep)
                  cluster[0].scheduler_address]) == 0
     cells = sorted((out / "cells").glob("cell-*.json"))
     assert len(cells) == 8  # 4 betas x 2 seeds: one member per cell
+    assert len(list((out / "cells").glob("cell-*.pt"))) == 8
     _assert_same_sweep(out, reference_sweep)
 
 

@@ -5,7 +5,8 @@ is one batched training (``postcollapse.train.sweep``) on one worker. Members ar
 independent (a member's initialisation, batch order and noise depend only on its seed),
 so the rows of the cells, put back in beta-major order, are the rows of the whole sweep
 trained in one process. As each cell finishes its rows are written to
-``OUT/cells/cell-NNNN.json`` (atomically); ``resume=True`` trains only the cells not
+``OUT/cells/cell-NNNN.json`` (atomically; its trained members in ``cell-NNNN.pt``);
+``resume=True`` trains only the cells not
 there yet. A cell whose worker dies is run again elsewhere (Dask ``retries``).
 """
 
@@ -97,7 +98,11 @@ def train_cell(data, *, betas, seed: int, threads: int | None = 1, **options) ->
         res = sweep(data, betas=list(betas), seeds=[int(seed)], out=tmp, resume=False,
                     progress=False, **options)
         summary = json.loads((Path(tmp) / "sweep.json").read_text())
-    return {"rows": res.rows, "summary": summary, "pid": os.getpid(),
+    model = None
+    if res.model is not None:
+        model = {"config": res.model.config(),
+                 "flat": res.model.flat.detach().cpu().numpy().copy()}
+    return {"rows": res.rows, "summary": summary, "model": model, "pid": os.getpid(),
             "host": socket.gethostname(), "seconds": time.perf_counter() - t0}
 
 
@@ -133,8 +138,39 @@ def _merge_theory(cells: list[dict], results: dict, n_betas: int) -> dict:
     return merged
 
 
-def _cell_path(cells_dir: Path, i: int) -> Path:
-    return cells_dir / f"cell-{i:04d}.json"
+def _cell_path(cells_dir: Path, i: int, suffix: str = ".json") -> Path:
+    return cells_dir / f"cell-{i:04d}{suffix}"
+
+
+def _save_model(path: Path, model: dict) -> None:
+    """``{"config", "flat"}`` of a BatchedVAE to ``path`` (torch.save, atomic)."""
+    import torch
+
+    from postcollapse._io import atomic_path
+
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save({"config": model["config"], "flat": torch.as_tensor(model["flat"])}, tmp)
+
+
+def _load_model(path: Path) -> dict | None:
+    import torch
+
+    if not path.exists():
+        return None
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    return {"config": ck["config"], "flat": ck["flat"].numpy()}
+
+
+def _merge_models(order: list[tuple[dict, int]], models: dict) -> dict | None:
+    """One model of all members: ``order`` lists (cell, row in that cell) per member."""
+    if any(models.get(c["index"]) is None for c, _ in order):
+        return None
+    first = models[order[0][0]["index"]]["config"]
+    config = dict(first)
+    for key in ("betas", "seeds", "eta_enc", "eta_dec"):  # one entry per member
+        config[key] = [models[c["index"]]["config"][key][i] for c, i in order]
+    flat = np.stack([np.asarray(models[c["index"]]["flat"])[i] for c, i in order])
+    return {"config": config, "flat": flat}
 
 
 def distributed_sweep(
@@ -186,8 +222,9 @@ def distributed_sweep(
     Returns
     -------
     SweepResult
-        Rows beta-major as in ``sweep``; ``model`` is None (the members are trained in
-        separate cells); ``timing`` sums the cells' training time.
+        Rows beta-major as in ``sweep``; ``model`` holds every member (put together from
+        the cells' models; also saved as ``out``/model.pt); ``timing`` sums the cells'
+        training time.
     """
     from postcollapse.train import SweepResult
 
@@ -220,6 +257,7 @@ def distributed_sweep(
     out_dir = None if out is None else Path(out)
     cells_dir = None if out_dir is None else out_dir / CELLS_DIR
     results: dict[int, dict] = {}
+    models: dict[int, dict | None] = {}
     if resume and out_dir is None:
         raise ValueError("resume=True needs out (the folder of the interrupted sweep)")
     if cells_dir is not None:
@@ -232,9 +270,10 @@ def distributed_sweep(
                 p = _cell_path(cells_dir, c["index"])
                 if p.exists():
                     results[c["index"]] = json.loads(p.read_text())
+                    models[c["index"]] = _load_model(_cell_path(cells_dir, c["index"], ".pt"))
         else:
             if cells_dir.exists():
-                for p in cells_dir.glob("cell-*.json"):
+                for p in [*cells_dir.glob("cell-*.json"), *cells_dir.glob("cell-*.pt")]:
                     p.unlink()
             atomic_write_json(plan_path, plan)
 
@@ -260,8 +299,12 @@ def distributed_sweep(
         try:
             for f in as_completed(list(futures)):
                 c = futures[f]
-                res = _jsonable({**f.result(), "cell": c})
-                if cells_dir is not None:
+                res = f.result()
+                models[c["index"]] = res.pop("model", None)
+                res = _jsonable({**res, "cell": c})
+                if cells_dir is not None:  # the model first: a cell is done when its .json is
+                    if models[c["index"]] is not None:
+                        _save_model(_cell_path(cells_dir, c["index"], ".pt"), models[c["index"]])
                     atomic_write_json(_cell_path(cells_dir, c["index"]), res)
                 results[c["index"]] = res
                 bar.update(c["betas"][1] - c["betas"][0])
@@ -285,10 +328,22 @@ def distributed_sweep(
         for bi in range(*c["betas"]):
             seed_cell[(bi, c["seed"])] = c
     rows = []
+    order = []
     for bi in range(len(betas)):
         for s in seeds:
             c = seed_cell[(bi, s)]
             rows.append(results[c["index"]]["rows"][bi - c["betas"][0]])
+            order.append((c, bi - c["betas"][0]))
+    merged_model = _merge_models(order, models)
+    net = None
+    if merged_model is not None:
+        import torch
+
+        from postcollapse.models import BatchedVAE
+
+        net = BatchedVAE.from_config(merged_model["config"])
+        with torch.no_grad():
+            net.flat.copy_(torch.as_tensor(merged_model["flat"]))
     first = results[cells[0]["index"]]["summary"]
     config = {**first["config"], "betas": betas, "seeds": seeds}
     theory = _merge_theory(cells, results, len(betas))
@@ -302,12 +357,14 @@ def distributed_sweep(
         "workers": sorted({f"{r.get('host')}:{r.get('pid')}" for r in results.values()}),
     }
     result = SweepResult(rows=rows, config=config, theory=theory,
-                         members=[(b, s) for b in betas for s in seeds], model=None,
+                         members=[(b, s) for b in betas for s in seeds], model=net,
                          data=first.get("data", {}), timing=timing)
     if out_dir is not None:
         summary = result.summary()
         if "fingerprint" in first:
             summary["fingerprint"] = {**first["fingerprint"], "config": config}
+        if merged_model is not None:
+            _save_model(out_dir / "model.pt", merged_model)
         result.to_csv(out_dir / "results.csv")
         atomic_write_json(out_dir / "sweep.json", summary)
     return result
