@@ -296,3 +296,26 @@ def test_interrupted_distributed_sweep_resumes_without_recomputing(tmp_path, clu
     assert again == []
     with pytest.raises(ValueError, match="other settings"):
         distributed_sweep("synthetic", resume=True, **{**kw, "steps": 201})
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_distributed_sweep_on_gpu_workers_matches_in_process(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from distributed import Client, LocalCluster
+
+    from postcollapse.scale import distributed_sweep
+    from postcollapse.train import sweep
+
+    kw = dict(betas=[0.3, 1, 3, 8], seeds=range(2), latent_dim=3, steps=200, dtype="float64",
+              tol=0, device="cuda")
+    ref = sweep("synthetic", **kw)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as c, Client(c) as client:
+        got = distributed_sweep("synthetic", client=client, out=tmp_path / "gpu", **kw)
+    assert got.timing["device"].startswith("cuda")
+    for ra, rb in zip(got.rows, ref.rows, strict=True):
+        assert {k: ra[k] for k in INT_COLUMNS} == {k: rb[k] for k in INT_COLUMNS}
+        np.testing.assert_allclose(ra["loss"], rb["loss"], rtol=1e-9)
+    torch.testing.assert_close(got.model.flat, ref.model.flat, rtol=1e-9, atol=1e-12)
