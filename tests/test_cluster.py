@@ -109,6 +109,35 @@ def test_npy_shards_folder_and_glob_equal_one_file(tmp_path, capsys):
     _same_thresholds(_json_of(capsys, ["thresholds", str(tmp_path / "shards"), "--json"]), ref)
     glob_ = str(tmp_path / "shards" / "s*.npy")
     _same_thresholds(_json_of(capsys, ["thresholds", glob_, "--json"]), ref)
+    # a target given as shards too: one target shard per input shard
+    (tmp_path / "targets").mkdir()
+    for i, part in enumerate(np.array_split(x[:, :2] * 3.0 - 1.0, 3)):
+        np.save(tmp_path / "targets" / f"t{i}.npy", part)
+    np.save(tmp_path / "y.npy", x[:, :2] * 3.0 - 1.0)
+    ref = _json_of(capsys, ["thresholds", str(tmp_path / "x.npy"), "--target",
+                            str(tmp_path / "y.npy"), "--json"])
+    got = _json_of(capsys, ["thresholds", str(tmp_path / "shards"), "--target",
+                            str(tmp_path / "targets"), "--json"])
+    assert got["plain"] is False and got["d2"] == 2
+    _same_thresholds(got, ref)
+
+
+def test_parquet_nulls_and_other_numeric_types(tmp_path, capsys):
+    n = 200
+    table = pa.table({"i": pa.array(np.arange(n)), "b": pa.array(np.arange(n) % 3 == 0),
+                      "f": pa.array(np.sin(np.arange(n)), pa.float32())})
+    pq.write_table(table, tmp_path / "t.parquet")
+    got = _json_of(capsys, ["thresholds", str(tmp_path / "t.parquet"), "--json"])
+    x = np.column_stack([np.arange(n), np.arange(n) % 3 == 0,
+                         np.sin(np.arange(n)).astype(np.float32)]).astype(np.float64)
+    np.save(tmp_path / "t.npy", x)
+    _same_thresholds(got, _json_of(capsys, ["thresholds", str(tmp_path / "t.npy"), "--json"]))
+    vals = [1.0] * n
+    vals[17] = None
+    pq.write_table(pa.table({"a": np.arange(n, dtype=float), "v": pa.array(vals)}),
+                   tmp_path / "null.parquet")
+    assert main(["thresholds", str(tmp_path / "null.parquet")]) == 2
+    assert "null.parquet: row 17 (row 17 of the data), column 'v'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, match", [
@@ -214,7 +243,11 @@ def test_parquet_and_npy_shards_on_a_scheduler_equal_in_process(tmp_path, capsys
     (tmp_path / "shards").mkdir()
     for i, part in enumerate(np.array_split(x, 4)):
         np.save(tmp_path / "shards" / f"s{i}.npy", part)
+    (tmp_path / "targets").mkdir()
+    for i, part in enumerate(np.array_split(x[:, :2] - 7.0, 4)):
+        np.save(tmp_path / "targets" / f"t{i}.npy", part)
     for data, extra in [(tmp_path / "pq", []), (tmp_path / "shards", []),
+                        (tmp_path / "shards", ["--target", str(tmp_path / "targets")]),
                         (tmp_path / "pq", ["--columns", "c0,c1", "--target-columns", "c4"])]:
         ref = _json_of(capsys, ["thresholds", str(data), "--json", *extra])
         got = _json_of(capsys, ["thresholds", str(data), "--json", "--scheduler", addr, *extra])

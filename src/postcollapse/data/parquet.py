@@ -197,13 +197,13 @@ def read_row_group(group: RowGroup, columns) -> np.ndarray:
     NonFiniteDataError
         Naming the file, the row (within the file and within the whole table) and column.
     """
+    import pyarrow as pa
+
     pq = _pq()
     table = pq.ParquetFile(group.path).read_row_group(group.index, columns=list(columns))
     out = np.empty((group.n_rows, len(columns)), dtype=np.float64)
-    for j, c in enumerate(columns):
-        col = table.column(c)
-        a = col.to_numpy(zero_copy_only=False)
-        out[:, j] = a.astype(np.float64) if a.dtype != object else np.nan
+    for j, c in enumerate(columns):  # nulls become NaN (and are reported as empty cells)
+        out[:, j] = table.column(c).cast(pa.float64()).to_numpy(zero_copy_only=False)
     bad = ~np.isfinite(out)
     if bad.any():
         r, j = (int(v) for v in np.argwhere(bad)[0])
