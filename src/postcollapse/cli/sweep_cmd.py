@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from postcollapse.cli.cluster import add_cluster_options, cluster_client, sweep_function
+
 __all__ = ["register", "parse_betas", "run"]
 
 DEFAULT_OUT = "sweep-out"
@@ -71,6 +73,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep in OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no table")
+    add_cluster_options(p, sweep=True)
     p.set_defaults(func=run)
 
 
@@ -88,8 +91,11 @@ def _default_betas(data, target, latent_dim: int, eta_dec: float) -> list[float]
 
 
 def run(args: argparse.Namespace) -> int:
-    from postcollapse.train import sweep
+    with cluster_client(args) as client:  # None unless --workers / --scheduler
+        return _run(args, sweep_function(args, client))
 
+
+def _run(args: argparse.Namespace, sweep) -> int:
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     if args.betas is None:

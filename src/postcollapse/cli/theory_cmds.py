@@ -12,12 +12,20 @@ import sys
 
 import numpy as np
 
+from postcollapse.cli.cluster import (
+    add_cluster_options,
+    add_column_options,
+    cluster_client,
+    load_moments,
+)
+
 __all__ = ["register", "cmd_thresholds", "cmd_optimum"]
 
 _DATA_HELP = (
     "'synthetic' (the paper's regression set-up), 'mnist' (5,000 embedded digits), or a "
     "path: .npy, .npz (arrays x and optional y), .csv, IDX[.gz], or a folder with "
-    "train-images-idx3-ubyte[.gz]"
+    "train-images-idx3-ubyte[.gz]; a folder or glob of .npy shards; .parquet files or a "
+    "folder of them"
 )
 _TARGET_HELP = (
     "target: 'same' for a plain VAE (target = x), or another DATA whose inputs are the "
@@ -47,6 +55,8 @@ def register(subparsers) -> None:
                    help=f"report only the K largest modes (default: all in JSON, "
                         f"{_TEXT_TOP} in the table)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    add_column_options(p)
+    add_cluster_options(p)
     p.set_defaults(func=cmd_thresholds)
 
     p = subparsers.add_parser(
@@ -73,6 +83,8 @@ def register(subparsers) -> None:
     from postcollapse.cli.extensions_cmds import add_arguments as add_extension_arguments
 
     add_extension_arguments(p)  # --levels 2 / --free-bits (two-level VAE, free bits)
+    add_column_options(p)
+    add_cluster_options(p)
     p.set_defaults(func=cmd_optimum)
 
 
@@ -120,11 +132,11 @@ def _json_float(x: float):
 
 def _spectrum_of(args, *, vectors: bool = True):
     """Load DATA (+ target) and return (Dataset, Spectrum)."""
-    from postcollapse.data import load
     from postcollapse.theory import spectrum
 
-    ds = load(args.data, target=args.target)
-    return ds, spectrum(ds.moments(), vectors=vectors)
+    with cluster_client(args) as client:  # None unless --workers / --scheduler
+        ds, m = load_moments(args, client=client)
+    return ds, spectrum(m, vectors=vectors)
 
 
 def _header_lines(ds, spec) -> list[str]:

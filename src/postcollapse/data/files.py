@@ -370,6 +370,10 @@ def read_xy(path, *, check_finite: bool = True) -> tuple[np.ndarray, np.ndarray 
     y : ndarray, shape (n_samples, d2), or None
     """
     path = _as_path(path)
+    from postcollapse.data.parquet import is_parquet, read_parquet
+
+    if is_parquet(path):  # a .parquet file or a folder of them: every numeric column
+        return read_parquet(path)
     if path.is_dir():
         return _finish(str(path), load_idx(find_idx_images(path))), None
     suffix = path.suffix.lower()

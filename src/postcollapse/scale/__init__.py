@@ -12,6 +12,11 @@ matrices travel.
 - ``spectrum(x, y=None, ...)``: ``moments`` then ``postcollapse.theory.spectrum``.
 - ``map_betas(fn, betas, *, client=None, chunks=None)``: independent per-beta work (sweeps)
   spread over a cluster in beta chunks; rows come back in beta order.
+- ``moments_from_parquet(spec, *, columns=None, target_columns=None)``: moments of Parquet
+  files, one task per row group (pyarrow on the workers).
+- ``distributed_sweep(data, *, betas, seeds, client, out, resume, ...)``: a training
+  sweep cut into cells (one seed, a chunk of betas), each trained on a worker and kept in
+  ``OUT/cells/`` as it finishes; resumable, and a cell whose worker dies is run again.
 
 Computations use the active ``distributed.Client`` when there is one and dask's default
 scheduler otherwise (or ``scheduler=`` / ``client=`` when given).
@@ -24,7 +29,17 @@ except ImportError as exc:  # pragma: no cover - the extra is installed in CI
         "postcollapse.scale needs dask; install the extra: pip install 'postcollapse[scale]'"
     ) from exc
 
+from postcollapse.scale.cells import distributed_sweep, plan_cells
 from postcollapse.scale.moments import moments, moments_from_files, spectrum
+from postcollapse.scale.parquet import moments_from_parquet
 from postcollapse.scale.sweep import map_betas
 
-__all__ = ["moments", "moments_from_files", "spectrum", "map_betas"]
+__all__ = [
+    "moments",
+    "moments_from_files",
+    "moments_from_parquet",
+    "spectrum",
+    "map_betas",
+    "distributed_sweep",
+    "plan_cells",
+]
