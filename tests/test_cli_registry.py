@@ -39,7 +39,7 @@ def test_missing_command_module_is_an_error(monkeypatch):
 def test_choices_come_from_the_library():
     commands = _subparsers(cli.build_parser())
     eb = commands["effective-beta"]
-    assert tuple(_option(eb, "--recon").choices) == RECON_CONVENTIONS
+    assert tuple(_option(eb, "--recon").choices) == (*RECON_CONVENTIONS, "bce")  # bce: explained
     assert tuple(_option(eb, "--kl").choices) == KL_CONVENTIONS
     assert tuple(_option(eb, "--recon-batch").choices) == BATCH_REDUCTIONS
     assert tuple(_option(eb, "--kl-batch").choices) == BATCH_REDUCTIONS
