@@ -7,6 +7,7 @@ leading member axis; the forward pass is batched matrix products, never a loop o
 from postcollapse.models.loss import (
     LossParts,
     MomentTensors,
+    chunk_rows,
     evaluate_loss,
     exact_loss,
     kl_dims,
@@ -14,11 +15,11 @@ from postcollapse.models.loss import (
     moments_loss,
     sampled_loss,
 )
-from postcollapse.models.vae import ARCHITECTURES, SIGMA_MODES, BatchedVAE, member_seed
+from postcollapse.models.vae import ARCHITECTURES, SIGMA_KINDS, BatchedVAE, member_seed
 
 __all__ = [
     "ARCHITECTURES",
-    "SIGMA_MODES",
+    "SIGMA_KINDS",
     "BatchedVAE",
     "member_seed",
     "LossParts",
@@ -29,4 +30,5 @@ __all__ = [
     "sampled_loss",
     "moments_loss",
     "evaluate_loss",
+    "chunk_rows",
 ]
