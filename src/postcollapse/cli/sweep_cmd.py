@@ -38,6 +38,9 @@ def parse_betas(text: str, *, log: bool = False) -> list[float]:
 
 
 def register(subparsers) -> None:
+    from postcollapse.models import SIGMA_KINDS  # torch-free: the choice lists only
+    from postcollapse.train import DTYPES, OPTIMIZERS
+
     p = subparsers.add_parser(
         "sweep",
         help="train linear / ReLU / Tanh (conditional) VAEs across a beta grid at once",
@@ -50,7 +53,7 @@ def register(subparsers) -> None:
                    "'same' forces a plain VAE")
     p.add_argument("--model", default="linear",
                    help="linear, relu or tanh (or ENCODER-DECODER, e.g. relu-linear)")
-    p.add_argument("--sigma", default="learnable", choices=("prior", "learnable", "linear", "mlp"))
+    p.add_argument("--sigma", default="learnable", choices=SIGMA_KINDS)
     p.add_argument("--latent-dim", type=int, default=5)
     p.add_argument("--hidden", type=int, default=8, help="MLP hidden width (default 8)")
     p.add_argument("--betas", default=None, help="START:STOP:NUM or b1,b2,...; default: 40 "
@@ -62,9 +65,9 @@ def register(subparsers) -> None:
     length.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="default: full batch")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--optimizer", default="adam", choices=("adam", "lbfgs"))
+    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    p.add_argument("--dtype", default="float32", choices=DTYPES)
     p.add_argument("--tol", type=float, default=None, help="convergence tolerance")
     p.add_argument("--eta-enc", type=float, default=1.0)
     p.add_argument("--eta-dec", type=float, default=1.0)
@@ -90,8 +93,9 @@ def _default_betas(data, target, latent_dim: int, eta_dec: float) -> list[float]
 def run(args: argparse.Namespace) -> int:
     from postcollapse.train import sweep
 
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    from postcollapse._checks import check_int_at_least
+
+    check_int_at_least("--seeds", args.seeds, 1)
     if args.betas is None:
         betas = _default_betas(args.data, args.target, args.latent_dim, args.eta_dec)
     else:

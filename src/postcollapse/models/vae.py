@@ -19,13 +19,10 @@ import torch
 from torch import nn
 
 from postcollapse._checks import check_betas, check_choice, check_int_at_least
+from postcollapse.models.kinds import ARCHITECTURES, SIGMA_KINDS
 
-__all__ = ["BatchedVAE", "ARCHITECTURES", "SIGMA_KINDS", "member_seed"]
+__all__ = ["BatchedVAE", "member_seed"]
 
-ARCHITECTURES = ("linear", "relu", "tanh")
-# Kinds of encoder variance of a member (the ``sigma`` argument); the closed-form theory's
-# "prior"/"learnable" modes are ``postcollapse.theory.SIGMA_MODES``.
-SIGMA_KINDS = ("prior", "learnable", "linear", "mlp")
 _ACT = {"relu": torch.relu, "tanh": torch.tanh}
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from postcollapse._checks import check_betas, check_choice, check_int_at_least, check_positive
+from postcollapse.models.kinds import ARCHITECTURES, SIGMA_KINDS
 
 __all__ = ["SweepConfig", "OPTIMIZERS", "LOSS_PATHS", "DTYPES", "DEFAULT_STEPS", "parse_model"]
 
@@ -27,8 +28,6 @@ _DTYPE_ALIASES = {"float32": "float32", "float64": "float64", "single": "float32
 
 def parse_model(model: str) -> tuple[str, str]:
     """'relu' -> (relu, relu); 'relu-linear' -> encoder relu, decoder linear."""
-    from postcollapse.models import ARCHITECTURES
-
     if not isinstance(model, str):
         raise TypeError(f"model must be a string such as 'linear' or 'relu', got {model!r}")
     parts = model.split("-")
@@ -100,8 +99,6 @@ class SweepConfig:
     decoder: str = field(init=False)
 
     def __post_init__(self):
-        from postcollapse.models import SIGMA_KINDS
-
         def put(name, value):
             object.__setattr__(self, name, value)
 

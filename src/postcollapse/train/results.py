@@ -17,7 +17,7 @@ from postcollapse._io import atomic_path, atomic_write_json, atomic_write_text
 
 __all__ = ["SweepResult", "result_columns", "load_sweep", "parse_cell", "parse_flag"]
 
-_FLAG_TEXT = {"true": True, "false": False, "1": True, "0": False}
+_TRUE_TEXT = ("true", "1", "yes")
 
 
 def result_columns(latent_dim: int) -> list[str]:
@@ -44,15 +44,11 @@ def parse_cell(text: str):
 
 
 def parse_flag(value) -> bool:
-    """A yes/no cell as a bool: a bool, 0/1, or the text True/False/1/0 (any case)."""
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer) and value in (0, 1):
-        return bool(value)
-    key = str(value).strip().lower()
-    if key not in _FLAG_TEXT:
-        raise ValueError(f"a flag cell must be True/False or 1/0, got {value!r}")
-    return _FLAG_TEXT[key]
+    """A yes/no cell as a bool: text is true when it reads "true", "1" or "yes" (any case,
+    surrounding spaces ignored); anything else (a bool, a number) by its truth value."""
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE_TEXT
+    return bool(value)
 
 
 @dataclass

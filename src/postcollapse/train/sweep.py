@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from postcollapse.train.checkpoint import CHECKPOINT_VERSION, Checkpoint
 from postcollapse.train.config import SweepConfig
-from postcollapse.train.loop import CheckInfo, train
 from postcollapse.train.results import SweepResult, load_sweep
+
+if TYPE_CHECKING:
+    from postcollapse.train.loop import CheckInfo
 
 __all__ = ["sweep", "run_sweep"]
 
@@ -54,47 +56,56 @@ def sweep(
         A ``postcollapse.data.Dataset``, a spec for ``postcollapse.data.load`` ("synthetic",
         "mnist", a path), or arrays x (n, d0) and y (n, d2) (y None: plain VAE).
     betas : sequence of float
-        Finite and > 0.
+        Finite and > 0; one member per beta and seed.
     callback : callable, optional
         Progress hook: ``callback(info)`` at each convergence check, ``info`` a
-        :class:`~postcollapse.train.loop.CheckInfo` (step, steps, active, loss, model).
-    Other options (the fields of :class:`SweepConfig`, validated there):
-        target : passed to ``postcollapse.data.load`` with a spec.
-        model : {"linear", "relu", "tanh"} or "ENCODER-DECODER" (e.g. "relu-linear").
-        sigma : {"prior", "learnable", "linear", "mlp"} (default "learnable").
-        latent_dim, hidden : int (default 5, 8).
-        seeds : sequence of int (default (0,)). One member per beta and seed; a seed fixes
-            the initialisation, the batch order and the noise of its members (the same for
-            every beta).
-        steps, epochs : int, optional. Training length (default 5000 Adam steps, 500
-            L-BFGS iterations); an epoch is one pass over the rows.
-        batch_size : int, optional. Default: full batch.
-        lr : float. Adam's learning rate (default 1e-3).
-        optimizer : {"adam", "lbfgs"}. L-BFGS needs a linear decoder and full batch.
-        device : {"auto", "cpu", "cuda"} or torch.device.
-        dtype : {"float32", "float64"}.
-        tol : float, optional. Convergence tolerance on the relative change of the loss: for
-            Adam, of its mean over ``check_every`` steps, twice in a row (default 1e-6); for
-            L-BFGS, of one iteration, three times in a row (default 1e-12 in float64, 1e-7
-            in float32). 0 disables.
-        eta_enc, eta_dec : float (default 1).
-        out : path, optional. Folder for results.csv, sweep.json, model.pt and, while
-            training, checkpoint.pt.
-        resume : bool. Continue from ``out``'s checkpoint (or return its finished results).
-        progress : bool. A progress bar on stderr (only when stderr is a terminal).
-        check_every : int, optional. Steps between convergence checks (default 100 for
-            Adam, 1 for L-BFGS).
-        loss_path : {"auto", "moments", "data"}. "moments": exact loss from the data's mean
-            and covariance (linear model, Sigma prior/learnable, full batch); "data": from
-            the rows; "auto": moments when allowed.
-        eval_samples : int. Noise samples per row for the final loss when the decoder is
-            not linear (default 64).
-        checkpoint_seconds : float. Wall time between periodic checkpoints (with ``out``).
-        precondition : bool, optional. L-BFGS in whitened coordinates of the encoder
-            weights, W = V (Lambda + delta)^-1/2 theta with A = Cov(x) = V Lambda V^T
-            (default: on for L-BFGS with a linear encoder). It changes only the path, not
-            the minimum; on ill-conditioned data it cuts the iterations by orders of
-            magnitude.
+        :class:`~postcollapse.train.loop.CheckInfo` (step, steps, active, loss, model); the
+        progress bar is one such hook.
+
+    Other Parameters
+    ----------------
+    target : optional
+        Passed to ``postcollapse.data.load`` with a spec.
+    model : {"linear", "relu", "tanh"} or "ENCODER-DECODER" (e.g. "relu-linear")
+    sigma : {"prior", "learnable", "linear", "mlp"}
+    latent_dim, hidden : int
+    seeds : sequence of int
+        A seed fixes the initialisation, the batch order and the noise of its members (the
+        same for every beta).
+    steps, epochs : int, optional
+        Training length (default 5000 Adam steps or 500 L-BFGS iterations).
+    batch_size : int, optional
+        Default: full batch.
+    lr : float
+        Adam's learning rate.
+    optimizer : {"adam", "lbfgs"}
+        L-BFGS needs a linear decoder and full batch.
+    device : {"auto", "cpu", "cuda"} or torch.device
+    dtype : {"float32", "float64"}
+    tol : float, optional
+        Convergence tolerance on the relative change of the loss: for Adam, of its mean over
+        ``check_every`` steps, twice in a row (default 1e-6); for L-BFGS, of one iteration,
+        three times in a row (default 1e-12 in float64, 1e-7 in float32). 0 disables.
+    eta_enc, eta_dec : float
+    out : path, optional
+        Folder for results.csv, sweep.json, model.pt and, while training, checkpoint.pt.
+    resume : bool
+        Continue from ``out``'s checkpoint (or return its finished results).
+    progress : bool
+        A progress bar on stderr (only when stderr is a terminal).
+    check_every : int, optional
+        Steps between convergence checks (default 100 for Adam, 1 for L-BFGS).
+    loss_path : {"auto", "moments", "data"}
+        "moments": exact loss from the data's mean and covariance (linear model, Sigma
+        prior/learnable, full batch); "data": from the rows; "auto": moments when allowed.
+    eval_samples : int
+        Noise samples per row for the final loss when the decoder is not linear.
+    checkpoint_seconds : float
+        Wall time between periodic checkpoints (with ``out``).
+    precondition : bool, optional
+        L-BFGS in whitened coordinates of the encoder weights, W = V (Lambda + delta)^-1/2
+        theta with A = Cov(x) = V Lambda V^T (default: on for L-BFGS with a linear encoder).
+        It changes only the path, not the minimum.
 
     Returns
     -------
@@ -111,6 +122,7 @@ def run_sweep(data, config: SweepConfig, *,
 
     from postcollapse.models import BatchedVAE, moment_tensors
     from postcollapse.theory import Moments
+    from postcollapse.train.checkpoint import CHECKPOINT_VERSION, Checkpoint
     from postcollapse.train.data import (
         Objective,
         data_summary,
@@ -119,6 +131,7 @@ def run_sweep(data, config: SweepConfig, *,
         torch_dtype,
     )
     from postcollapse.train.evaluate import member_rows, sweep_theory
+    from postcollapse.train.loop import train
     from postcollapse.train.trainers import TRAINERS
 
     t_start = time.perf_counter()
