@@ -14,6 +14,8 @@ def parse_betas(text: str, *, log: bool = False) -> list[float]:
     """'START:STOP:NUM' (linear, or geometric with ``log``) or 'b1,b2,...' -> list of floats."""
     import numpy as np
 
+    from postcollapse._checks import check_betas
+
     text = text.strip()
     try:
         if ":" in text:
@@ -32,9 +34,7 @@ def parse_betas(text: str, *, log: bool = False) -> list[float]:
             f"--betas must be START:STOP:NUM (START, STOP > 0, NUM >= 1) or a comma-separated "
             f"list of numbers > 0; got {text!r}"
         ) from None
-    if not values or any(not np.isfinite(v) or v <= 0 for v in values):
-        raise ValueError(f"--betas values must be finite numbers > 0; got {text!r}")
-    return values
+    return check_betas(values, "--betas").tolist()
 
 
 def register(subparsers) -> None:
@@ -91,9 +91,8 @@ def _default_betas(data, target, latent_dim: int, eta_dec: float) -> list[float]
 
 
 def run(args: argparse.Namespace) -> int:
-    from postcollapse.train import sweep
-
     from postcollapse._checks import check_int_at_least
+    from postcollapse.train import sweep
 
     check_int_at_least("--seeds", args.seeds, 1)
     if args.betas is None:

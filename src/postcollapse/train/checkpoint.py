@@ -62,14 +62,17 @@ class Checkpoint:
         raise ValueError(f"{self.out_dir} holds a finished sweep with other settings; use "
                          "another --out or drop --resume")
 
-    def load(self, device) -> dict | None:
-        """The saved {"flat", "state", "opt"} (tensors on ``device``), or None if none."""
+    def restore(self, net) -> dict | None:
+        """Load the saved parameters into ``net`` and return the checkpoint ({"flat",
+        "state", "opt"}, tensors on the model's device), or None when there is none."""
         if not self.enabled or not self.path.exists():
             return None
-        ck = torch.load(self.path, map_location=device, weights_only=False)
+        ck = torch.load(self.path, map_location=net.device, weights_only=False)
         if ck.get("fingerprint") != self.fingerprint:
             raise ValueError(f"{self.path} is a checkpoint of a sweep with other settings; use "
                              "another --out or drop --resume")
+        with torch.no_grad():
+            net.flat.copy_(ck["flat"])
         return ck
 
     def save(self, net, trainer, *, elapsed: float) -> None:

@@ -118,9 +118,7 @@ def sweep(
 def run_sweep(data, config: SweepConfig, *,
               callback: Callable[[CheckInfo], None] | None = None) -> SweepResult:
     """:func:`sweep` with its options as a :class:`SweepConfig`."""
-    import torch
-
-    from postcollapse.models import BatchedVAE, moment_tensors
+    from postcollapse.models import BatchedVAE, MomentTensors
     from postcollapse.theory import Moments
     from postcollapse.train.checkpoint import CHECKPOINT_VERSION, Checkpoint
     from postcollapse.train.data import (
@@ -153,12 +151,10 @@ def run_sweep(data, config: SweepConfig, *,
                      decoder=config.decoder, sigma=config.sigma, hidden=config.hidden,
                      seeds=[s for _, s in members], eta_enc=config.eta_enc,
                      eta_dec=config.eta_dec, dtype=torch_dtype(config.dtype)).to(dev)
-    moments = moment_tensors(mom, dtype=net.dtype, device=dev) if config.use_moments else None
+    moments = (MomentTensors.from_moments(mom, dtype=net.dtype, device=dev)
+               if config.use_moments else None)
     objective = Objective(net, config, x, y, moments=moments)
-    saved = checkpoint.load(dev) if config.resume else None
-    if saved is not None:
-        with torch.no_grad():
-            net.flat.copy_(saved["flat"])
+    saved = checkpoint.restore(net) if config.resume else None
     trainer = TRAINERS[config.optimizer](net, objective, config, moments=mom, saved=saved)
 
     train_time = train(trainer, net, steps=config.steps, check_every=config.check_every,
