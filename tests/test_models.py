@@ -131,7 +131,7 @@ def test_members_are_independent():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [({"sigma": "diag"}, "sigma must be one of"), ({"encoder": "gelu"}, "encoder must be one of"),
-     ({"betas": [1.0, -1.0]}, "betas must be finite and > 0"),
+     ({"betas": [1.0, -1.0]}, r"betas must be finite numbers > 0; betas\[1\] is -1"),
      ({"seeds": [0]}, "seeds must have one entry per member"),
      ({"eta_dec": 0.0}, "eta_dec must be finite and > 0")],
 )

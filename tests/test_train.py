@@ -84,9 +84,9 @@ def test_a_diverging_member_leaves_the_others_untouched(data):
     kw = {"betas": [0.5, 1.0, 2.0], "steps": 60, **RELU}
 
     def poison(info):
-        if info["step"] == 20:
+        if info.step == 20:
             with torch.no_grad():
-                info["model"].flat[1].fill_(float("inf"))
+                info.model.flat[1].fill_(float("inf"))
 
     clean = sweep(data, **kw)
     hit = sweep(data, callback=poison, **kw)
@@ -107,7 +107,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(data, tmp_path, opt):
     full = sweep(data, out=tmp_path / "full", **kw)
 
     def interrupt(info):
-        if info["step"] == (40 if opt == "adam" else 12):
+        if info.step == (40 if opt == "adam" else 12):
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the handler checkpoints
 
     out = tmp_path / "cut"
@@ -163,7 +163,7 @@ def test_data_forms_and_epochs(data):
      ({"model": "gru"}, "model must be one of"),
      ({"sigma": "full"}, "sigma must be one of"),
      ({"steps": 5, "epochs": 1}, "steps or epochs"),
-     ({"betas": [1.0, -2.0]}, "beta must be a finite number > 0"),
+     ({"betas": [1.0, -2.0]}, r"betas must be finite numbers > 0; betas\[1\] is -2"),
      ({"seeds": 3}, r"range\(3\)"),
      ({"seeds": [1, 1]}, "distinct"),
      ({"loss_path": "moments", "model": "tanh"}, "loss_path 'moments' needs"),

@@ -16,6 +16,8 @@ def parse_betas(text: str, *, log: bool = False) -> list[float]:
     """'START:STOP:NUM' (linear, or geometric with ``log``) or 'b1,b2,...' -> list of floats."""
     import numpy as np
 
+    from postcollapse._checks import check_betas
+
     text = text.strip()
     try:
         if ":" in text:
@@ -34,12 +36,13 @@ def parse_betas(text: str, *, log: bool = False) -> list[float]:
             f"--betas must be START:STOP:NUM (START, STOP > 0, NUM >= 1) or a comma-separated "
             f"list of numbers > 0; got {text!r}"
         ) from None
-    if not values or any(not np.isfinite(v) or v <= 0 for v in values):
-        raise ValueError(f"--betas values must be finite numbers > 0; got {text!r}")
-    return values
+    return check_betas(values, "--betas").tolist()
 
 
 def register(subparsers) -> None:
+    from postcollapse.models import SIGMA_KINDS  # torch-free: the choice lists only
+    from postcollapse.train import DTYPES, OPTIMIZERS
+
     p = subparsers.add_parser(
         "sweep",
         help="train linear / ReLU / Tanh (conditional) VAEs across a beta grid at once",
@@ -52,7 +55,7 @@ def register(subparsers) -> None:
                    "'same' forces a plain VAE")
     p.add_argument("--model", default="linear",
                    help="linear, relu or tanh (or ENCODER-DECODER, e.g. relu-linear)")
-    p.add_argument("--sigma", default="learnable", choices=("prior", "learnable", "linear", "mlp"))
+    p.add_argument("--sigma", default="learnable", choices=SIGMA_KINDS)
     p.add_argument("--latent-dim", type=int, default=5)
     p.add_argument("--hidden", type=int, default=8, help="MLP hidden width (default 8)")
     p.add_argument("--betas", default=None, help="START:STOP:NUM or b1,b2,...; default: 40 "
@@ -64,9 +67,9 @@ def register(subparsers) -> None:
     length.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="default: full batch")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--optimizer", default="adam", choices=("adam", "lbfgs"))
+    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    p.add_argument("--dtype", default="float32", choices=DTYPES)
     p.add_argument("--tol", type=float, default=None, help="convergence tolerance")
     p.add_argument("--eta-enc", type=float, default=1.0)
     p.add_argument("--eta-dec", type=float, default=1.0)
@@ -96,8 +99,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, sweep) -> int:
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    from postcollapse._checks import check_int_at_least
+
+    check_int_at_least("--seeds", args.seeds, 1)
     if args.betas is None:
         betas = _default_betas(args.data, args.target, args.latent_dim, args.eta_dec)
     else:

@@ -2,31 +2,39 @@
 
 ``BatchedVAE`` holds K independent members (one per beta x seed) whose parameters carry a
 leading member axis; the forward pass is batched matrix products, never a loop over members.
+
+The choice lists (``ARCHITECTURES``, ``SIGMA_KINDS``) import without torch; the other names
+load ``models.vae`` / ``models.loss`` (and torch) when first used.
 """
 
-from postcollapse.models.loss import (
-    LossParts,
-    MomentTensors,
-    evaluate_loss,
-    exact_loss,
-    kl_dims,
-    moment_tensors,
-    moments_loss,
-    sampled_loss,
-)
-from postcollapse.models.vae import ARCHITECTURES, SIGMA_MODES, BatchedVAE, member_seed
+from importlib import import_module
 
-__all__ = [
-    "ARCHITECTURES",
-    "SIGMA_MODES",
-    "BatchedVAE",
-    "member_seed",
-    "LossParts",
-    "MomentTensors",
-    "moment_tensors",
-    "kl_dims",
-    "exact_loss",
-    "sampled_loss",
-    "moments_loss",
-    "evaluate_loss",
-]
+from postcollapse.models.kinds import ARCHITECTURES, SIGMA_KINDS
+
+_HOME = {
+    "BatchedVAE": "vae",
+    "member_seed": "vae",
+    "LossParts": "loss",
+    "MomentTensors": "loss",
+    "moment_tensors": "loss",
+    "kl_dims": "loss",
+    "exact_loss": "loss",
+    "sampled_loss": "loss",
+    "moments_loss": "loss",
+    "evaluate_loss": "loss",
+    "chunk_rows": "loss",
+}
+
+__all__ = ["ARCHITECTURES", "SIGMA_KINDS", *_HOME]
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module 'postcollapse.models' has no attribute {name!r}")
+    value = getattr(import_module(f"postcollapse.models.{_HOME[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(__all__)

@@ -32,6 +32,7 @@ __all__ = [
     "sampled_loss",
     "moments_loss",
     "evaluate_loss",
+    "chunk_rows",
 ]
 
 
@@ -45,9 +46,9 @@ class LossParts(NamedTuple):
 
 
 class MomentTensors(NamedTuple):
-    """Central moments as tensors: mean_x (d0,), mean_y (d2,), cov_x (d0, d0) or its
-    diagonal (d0,) when diagonal, cov_yx (d2, d0), s_yy () -- population normalisation
-    (1/N), as THEORY.md."""
+    """The moments of ``postcollapse.theory.Moments`` as tensors: mean_x (d0,), mean_y (d2,),
+    cov_x (d0, d0) or its diagonal (d0,) when diagonal, cov_yx (d2, d0), s_yy () --
+    population normalisation (1/N), as THEORY.md."""
 
     mean_x: torch.Tensor
     mean_y: torch.Tensor
@@ -55,24 +56,20 @@ class MomentTensors(NamedTuple):
     cov_yx: torch.Tensor
     s_yy: torch.Tensor
 
+    @classmethod
+    def from_moments(cls, moments, *, dtype=torch.float64, device="cpu") -> MomentTensors:
+        """The tensors of a ``postcollapse.theory.Moments`` (its own float64 values)."""
+        return cls(*(torch.as_tensor(np.asarray(getattr(moments, name), dtype=np.float64))
+                     .to(device, dtype) for name in cls._fields))
+
 
 def moment_tensors(source, y=None, *, dtype=torch.float64, device="cpu") -> MomentTensors:
-    """Moments from a ``postcollapse.theory.Moments`` (or anything with its attributes) or
-    from arrays ``x`` (n, d0) and ``y`` (n, d2) (None: y = x), accumulated in float64."""
-    if hasattr(source, "cov_x"):
-        m = source
-        vals = (m.mean_x, m.mean_y, m.cov_x, m.cov_yx, m.s_yy)
-    else:
-        x = np.asarray(source, dtype=np.float64)
-        yy = x if y is None else np.asarray(y, dtype=np.float64)
-        shift_x, shift_y = x[0], yy[0]
-        xc, yc = x - shift_x, yy - shift_y
-        mx, my = xc.mean(0), yc.mean(0)
-        xc, yc = xc - mx, yc - my
-        n = x.shape[0]
-        vals = (mx + shift_x, my + shift_y, xc.T @ xc / n, yc.T @ xc / n, float((yc**2).sum() / n))
-    return MomentTensors(*(torch.as_tensor(np.asarray(v, dtype=np.float64)).to(device, dtype)
-                           for v in vals))
+    """:class:`MomentTensors` of a ``postcollapse.theory.Moments`` or of arrays ``x`` (n, d0)
+    and ``y`` (n, d2) (None: y = x), whose ``Moments`` are accumulated first."""
+    from postcollapse.theory import Moments
+
+    moments = source if isinstance(source, Moments) else Moments.from_arrays(source, y)
+    return MomentTensors.from_moments(moments, dtype=dtype, device=device)
 
 
 def kl_dims(mu: torch.Tensor, logvar: torch.Tensor, eta_enc: torch.Tensor) -> torch.Tensor:
@@ -151,7 +148,7 @@ def moments_loss(model, moments: MomentTensors, *, params=None) -> LossParts:
     m = torch.bmm(mu_mean.unsqueeze(1), ut).squeeze(1) + b_d - my
     tr_mam = (wtaw * utu).sum((1, 2))  # Tr(U W^T A W U^T)
     tr_mc = (cw * ut.transpose(1, 2)).sum((1, 2))  # Tr(U W^T C^T)
-    logvar = model._logvar_const(p)  # (K, 1, d1)
+    logvar = model.const_logvar(p)  # (K, 1, d1)
     col2 = (ut**2).sum(-1)
     noise = (torch.exp(logvar[:, 0]) * col2).sum(-1)
     rec_sq = (m * m).sum(-1) + tr_mam - 2.0 * tr_mc + s_yy + noise
@@ -162,7 +159,9 @@ def moments_loss(model, moments: MomentTensors, *, params=None) -> LossParts:
     return _finish(model, rec_sq, kld)
 
 
-def _chunk_rows(model, n_rows: int, budget: int = 1 << 23) -> int:
+def chunk_rows(model, n_rows: int, budget: int = 1 << 23) -> int:
+    """Rows per chunk when evaluating ``model`` on ``n_rows`` rows: about ``budget``
+    elements in the widest (K, rows, width) activation."""
     width = max(model.d0, model.d2, model.hidden if not model.is_linear else 1, model.d1)
     return max(1, min(n_rows, budget // max(1, model.n_members * width)))
 
@@ -187,7 +186,7 @@ def evaluate_loss(
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     n = x.shape[0]
-    step = chunk_size or _chunk_rows(model, n)
+    step = chunk_size or chunk_rows(model, n)
     k, d1 = model.n_members, model.d1
     tot = torch.zeros(k, dtype=torch.float64, device=x.device)
     tot_kl = torch.zeros(k, d1, dtype=torch.float64, device=x.device)

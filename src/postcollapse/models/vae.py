@@ -13,18 +13,16 @@ For a linear member ``enc_w`` is W (d0, d1), ``enc_b`` is b_e, ``dec_w`` is U^T 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from postcollapse._checks import check_int_at_least
+from postcollapse._checks import check_betas, check_choice, check_int_at_least
+from postcollapse.models.kinds import ARCHITECTURES, SIGMA_KINDS
 
-__all__ = ["BatchedVAE", "ARCHITECTURES", "SIGMA_MODES", "member_seed"]
+__all__ = ["BatchedVAE", "member_seed"]
 
-ARCHITECTURES = ("linear", "relu", "tanh")
-SIGMA_MODES = ("prior", "learnable", "linear", "mlp")
 _ACT = {"relu": torch.relu, "tanh": torch.tanh}
 
 
@@ -39,12 +37,6 @@ def member_seed(seed: int, *stream: int) -> int:
 
 
 _INIT_STREAM = 1
-
-
-def _check_choice(name: str, value: str, choices: Sequence[str]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-    return value
 
 
 def _per_member(name: str, value, k: int) -> torch.Tensor:
@@ -102,14 +94,10 @@ class BatchedVAE(nn.Module):
         self.d2 = check_int_at_least("d2", d2, 1)
         self.d1 = check_int_at_least("latent_dim", latent_dim, 1)
         self.hidden = check_int_at_least("hidden", hidden, 1)
-        self.encoder = _check_choice("encoder", encoder, ARCHITECTURES)
-        self.decoder = _check_choice("decoder", decoder, ARCHITECTURES)
-        self.sigma = _check_choice("sigma", sigma, SIGMA_MODES)
-        betas = np.atleast_1d(np.asarray(betas, dtype=np.float64))
-        if betas.ndim != 1 or betas.size == 0:
-            raise ValueError("betas must be a non-empty 1-D sequence of numbers")
-        if not np.all(np.isfinite(betas)) or np.any(betas <= 0):
-            raise ValueError(f"betas must be finite and > 0, got {betas}")
+        self.encoder = check_choice("encoder", encoder, ARCHITECTURES)
+        self.decoder = check_choice("decoder", decoder, ARCHITECTURES)
+        self.sigma = check_choice("sigma", sigma, SIGMA_KINDS)
+        betas = check_betas(betas)
         k = betas.size
         self.n_members = k
         seeds = np.zeros(k, dtype=np.int64) if seeds is None else np.asarray(seeds)
@@ -245,7 +233,7 @@ class BatchedVAE(nn.Module):
         out = {"U": np.swapaxes(p["dec_w"], 1, 2), "W": p["enc_w"], "b_e": p["enc_b"],
                "b_d": p["dec_b"]}
         if not self.sigma_depends_on_x:
-            out["sigma2"] = np.exp(self._logvar_const(self.params()).detach().double()
+            out["sigma2"] = np.exp(self.const_logvar(self.params()).detach().double()
                                    .cpu().numpy()[:, 0, :])
         return out
 
@@ -268,8 +256,9 @@ class BatchedVAE(nn.Module):
         raise ValueError(f"x must have shape (n, d) or ({self.n_members}, n, d); "
                          f"got {tuple(x.shape)}")
 
-    def _logvar_const(self, p) -> torch.Tensor:
-        """log sigma^2 (K, 1, d1) for the data-independent modes."""
+    def const_logvar(self, p) -> torch.Tensor:
+        """log sigma^2 (K, 1, d1) of data-independent Sigma (kinds "prior", "learnable"),
+        from the named parameters ``p`` (see :meth:`params`)."""
         if self.sigma == "prior":
             lv = (2.0 * torch.log(self.eta_enc)).unsqueeze(1).expand(self.n_members, self.d1)
             return lv.unsqueeze(1)
@@ -307,7 +296,7 @@ class BatchedVAE(nn.Module):
         if self.sigma == "mlp":
             act = _ACT.get(self.encoder, torch.relu)
             return self._mlp(x, p["sig_w1"], p["sig_b1"], p["sig_w2"], p["sig_b2"], act)
-        return self._logvar_const(p)
+        return self.const_logvar(p)
 
     def decode(self, z: torch.Tensor, *, params=None) -> torch.Tensor:
         """Mean of p(y|z): z (K, n, d1) (or (n, d1), shared) -> (K, n, d2)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from postcollapse.models.vae import member_seed
+from postcollapse.models import member_seed
 
 __all__ = ["Streams"]
 

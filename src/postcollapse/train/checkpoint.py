@@ -1,0 +1,121 @@
+"""``Checkpoint``: save, load and resume an interrupted sweep, and the stop flag.
+
+While a sweep with an output folder trains, ``OUT/checkpoint.pt`` holds the model, the
+members' progress and the optimiser state, written atomically every ``every_seconds`` and
+when SIGINT / SIGTERM arrive (the loop stops at the next step boundary). A checkpoint (and a
+finished sweep) carries a fingerprint of the settings and data; resuming with other
+settings is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from postcollapse._io import atomic_path
+
+__all__ = ["Checkpoint", "CHECKPOINT_VERSION"]
+
+CHECKPOINT_VERSION = 1
+
+
+class Checkpoint:
+    """The checkpoint of a sweep in ``out_dir`` (None: no output folder, nothing saved).
+
+    Parameters
+    ----------
+    out_dir : path or None
+    fingerprint : dict
+        Settings and data summary; a checkpoint or finished sweep with another one is
+        refused on resume.
+    every_seconds : float
+        Wall time between periodic saves.
+    """
+
+    def __init__(self, out_dir, fingerprint: dict, *, every_seconds: float = 60.0):
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.path = None if self.out_dir is None else self.out_dir / "checkpoint.pt"
+        self.fingerprint = fingerprint
+        self.every_seconds = float(every_seconds)
+        self.stop_requested = False
+        self.signum = None
+        self._old_handlers = {}
+        self._last_save = time.perf_counter()
+
+    @property
+    def enabled(self) -> bool:
+        return self.path is not None
+
+    def finished(self) -> bool:
+        """True when ``out_dir`` holds a finished sweep of these settings (nothing to
+        resume); raise if it holds one of other settings."""
+        done = self.out_dir / "sweep.json"
+        if not done.exists() or self.path.exists():
+            return False
+        if json.loads(done.read_text()).get("fingerprint") == self.fingerprint:
+            return True
+        raise ValueError(f"{self.out_dir} holds a finished sweep with other settings; use "
+                         "another --out or drop --resume")
+
+    def restore(self, net) -> dict | None:
+        """Load the saved parameters into ``net`` and return the checkpoint ({"flat",
+        "state", "opt"}, tensors on the model's device), or None when there is none."""
+        if not self.enabled or not self.path.exists():
+            return None
+        ck = torch.load(self.path, map_location=net.device, weights_only=False)
+        if ck.get("fingerprint") != self.fingerprint:
+            raise ValueError(f"{self.path} is a checkpoint of a sweep with other settings; use "
+                             "another --out or drop --resume")
+        with torch.no_grad():
+            net.flat.copy_(ck["flat"])
+        return ck
+
+    def save(self, net, trainer, *, elapsed: float) -> None:
+        """Write the model, the trainer's state (with ``elapsed`` training time) and its
+        optimiser state atomically."""
+        if not self.enabled:
+            return
+        trainer.sync_model()
+        state = {**trainer.state.to_dict(), "elapsed": elapsed}
+        opt_state = {key: (v.cpu() if isinstance(v, torch.Tensor) else v)
+                     for key, v in trainer.optimizer_state().items()}
+        with atomic_path(self.path, suffix=".pt") as tmp:
+            torch.save({"fingerprint": self.fingerprint, "flat": net.flat.detach().cpu(),
+                        "state": state, "opt": opt_state}, tmp)
+        self._last_save = time.perf_counter()
+
+    def save_if_due(self, net, trainer, *, elapsed: float, now: float) -> None:
+        """:meth:`save` when ``every_seconds`` have passed since the last save."""
+        if self.enabled and now - self._last_save >= self.every_seconds:
+            self.save(net, trainer, elapsed=elapsed)
+            self._last_save = now
+
+    def remove(self) -> None:
+        """Delete the checkpoint (the sweep finished and its results are written)."""
+        if self.enabled and self.path.exists():
+            self.path.unlink()
+
+    # ------------------------------------------------------------------ stop flag
+    def _handler(self, signum, frame):
+        self.stop_requested = True
+        self.signum = signum
+
+    def __enter__(self) -> Checkpoint:
+        """Catch SIGINT / SIGTERM (with an output folder, in the main thread): they set
+        ``stop_requested`` instead of interrupting a step."""
+        self._last_save = time.perf_counter()
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old_handlers[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        for s, h in self._old_handlers.items():
+            signal.signal(s, h)
+        self._old_handlers = {}
+        return False

@@ -1,0 +1,202 @@
+"""``SweepConfig``: every option of a sweep, validated once, with its derived defaults.
+
+A config is built from the user's options (``SweepConfig(betas=..., ...)``); defaults that
+depend on the data (full batch, number of steps from epochs, the loss path) are fixed by
+:meth:`SweepConfig.for_rows` once the number of rows is known.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from postcollapse._checks import check_betas, check_choice, check_int_at_least, check_positive
+from postcollapse.models.kinds import ARCHITECTURES, SIGMA_KINDS
+
+__all__ = ["SweepConfig", "OPTIMIZERS", "LOSS_PATHS", "DTYPES", "DEFAULT_STEPS", "parse_model"]
+
+OPTIMIZERS = ("adam", "lbfgs")
+LOSS_PATHS = ("auto", "moments", "data")
+DTYPES = ("float32", "float64")
+DEFAULT_STEPS = {"adam": 5000, "lbfgs": 500}
+DEFAULT_CHECK_EVERY = {"adam": 100, "lbfgs": 1}
+_DTYPE_ALIASES = {"float32": "float32", "float64": "float64", "single": "float32",
+                  "double": "float64"}
+
+
+def parse_model(model: str) -> tuple[str, str]:
+    """'relu' -> (relu, relu); 'relu-linear' -> encoder relu, decoder linear."""
+    if not isinstance(model, str):
+        raise TypeError(f"model must be a string such as 'linear' or 'relu', got {model!r}")
+    parts = model.split("-")
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or any(p not in ARCHITECTURES for p in parts):
+        raise ValueError(f"model must be one of {', '.join(ARCHITECTURES)} (or ENCODER-DECODER "
+                         f"such as relu-linear); got {model!r}")
+    return parts[0], parts[1]
+
+
+def _dtype_name(dtype) -> str:
+    text = str(dtype).removeprefix("torch.")
+    if not isinstance(dtype, str) and text in DTYPES:  # a torch.dtype
+        return text
+    if dtype not in _DTYPE_ALIASES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return _DTYPE_ALIASES[dtype]
+
+
+def _seeds(seeds) -> tuple[int, ...]:
+    if isinstance(seeds, int | np.integer):
+        raise TypeError(f"seeds must be a sequence of ints such as range({seeds}), "
+                        f"got the int {seeds}")
+    out = tuple(check_int_at_least("seed", s, 0) for s in seeds)
+    if not out or len(set(out)) != len(out):
+        raise ValueError(f"seeds must be non-empty and distinct, got {list(out)}")
+    return out
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """The options of :func:`postcollapse.train.sweep` (see there for their meaning).
+
+    Validated on construction. ``None`` options that do not depend on the data get their
+    defaults here (``tol``, ``check_every``, ``precondition``); ``encoder`` and ``decoder``
+    are parsed from ``model``. :meth:`for_rows` fixes the data-dependent ones and sets
+    ``n_rows`` (None until then): ``batch_size`` None means full batch, ``steps`` is the
+    step budget (also with ``epochs``) and ``loss_path`` is "moments" or "data".
+    """
+
+    betas: tuple[float, ...]
+    target: object = None
+    model: str = "linear"
+    sigma: str = "learnable"
+    latent_dim: int = 5
+    hidden: int = 8
+    seeds: tuple[int, ...] = (0,)
+    steps: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    device: object = "auto"
+    dtype: str = "float32"
+    tol: float | None = None
+    eta_enc: float = 1.0
+    eta_dec: float = 1.0
+    out: object = None
+    resume: bool = False
+    progress: bool = False
+    check_every: int | None = None
+    loss_path: str = "auto"
+    eval_samples: int = 64
+    checkpoint_seconds: float = 60.0
+    precondition: bool | None = None
+    n_rows: int | None = None
+    encoder: str = field(init=False)
+    decoder: str = field(init=False)
+
+    def __post_init__(self):
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        encoder, decoder = parse_model(self.model)
+        put("encoder", encoder)
+        put("decoder", decoder)
+        check_choice("sigma", self.sigma, SIGMA_KINDS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("loss_path", self.loss_path, LOSS_PATHS)
+        put("latent_dim", check_int_at_least("latent_dim", self.latent_dim, 1))
+        put("hidden", check_int_at_least("hidden", self.hidden, 1))
+        put("lr", check_positive("lr", self.lr))
+        put("eta_enc", check_positive("eta_enc", self.eta_enc))
+        put("eta_dec", check_positive("eta_dec", self.eta_dec))
+        put("eval_samples", check_int_at_least("eval_samples", self.eval_samples, 1))
+        put("betas", tuple(check_betas(self.betas).tolist()))
+        put("seeds", _seeds(self.seeds))
+        if self.steps is not None and self.epochs is not None and self.n_rows is None:
+            raise ValueError("give steps or epochs, not both")
+        put("dtype", _dtype_name(self.dtype))
+        self._check_training_options(put)
+
+    def _check_training_options(self, put) -> None:
+        lbfgs, linear_enc = self.optimizer == "lbfgs", self.encoder == "linear"
+        if self.batch_size is not None:
+            put("batch_size", check_int_at_least("batch_size", self.batch_size, 1))
+        if self.precondition is None:
+            put("precondition", lbfgs and linear_enc)
+        if self.precondition and not (lbfgs and linear_enc):
+            raise ValueError("precondition needs optimizer 'lbfgs' and a linear encoder")
+        put("precondition", bool(self.precondition))
+        tol = self.tol
+        if tol is None:
+            tol = 1e-6 if not lbfgs else (1e-12 if self.dtype == "float64" else 1e-7)
+        tol = float(tol)
+        if not math.isfinite(tol) or tol < 0:
+            raise ValueError(f"tol must be a finite number >= 0, got {tol}")
+        put("tol", tol)
+        check_every = self.check_every
+        if check_every is None:
+            check_every = DEFAULT_CHECK_EVERY[self.optimizer]
+        put("check_every", check_int_at_least("check_every", check_every, 1))
+        if self.resume and self.out is None:
+            raise ValueError("resume=True needs out (the folder of the interrupted sweep)")
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def exact(self) -> bool:
+        """True when the reconstruction expectation is exact (a linear decoder)."""
+        return self.decoder == "linear"
+
+    @property
+    def full_batch(self) -> bool:
+        """True once :meth:`for_rows` has found the batch to be the whole data set."""
+        return self.batch_size is None
+
+    @property
+    def use_moments(self) -> bool:
+        """Train on the data moments instead of the rows (set by :meth:`for_rows`)."""
+        return self.loss_path == "moments"
+
+    @property
+    def members(self) -> list[tuple[float, int]]:
+        """(beta, seed) of each member, beta-major."""
+        return [(b, s) for b in self.betas for s in self.seeds]
+
+    def for_rows(self, n_rows: int) -> SweepConfig:
+        """This config for data with ``n_rows`` rows: batch size (None when full batch),
+        steps (from epochs or the optimiser's default) and loss path ("moments"/"data")."""
+        full = self.batch_size is None or self.batch_size >= n_rows
+        per_epoch = 1 if full else n_rows // self.batch_size
+        if self.epochs is not None:
+            steps = check_int_at_least("epochs", self.epochs, 1) * per_epoch
+        else:
+            steps = DEFAULT_STEPS[self.optimizer] if self.steps is None else self.steps
+        steps = check_int_at_least("steps", steps, 1)
+        moments_ok = (self.encoder == "linear" and self.exact and full
+                      and self.sigma in ("prior", "learnable"))
+        if self.loss_path == "moments" and not moments_ok:
+            raise ValueError("loss_path 'moments' needs model 'linear', sigma 'prior' or "
+                             "'learnable' and full batch (no batch_size)")
+        if self.optimizer == "lbfgs" and not (self.exact and full):
+            raise ValueError("optimizer 'lbfgs' needs an exact loss (a linear decoder) and full "
+                             "batch; use optimizer 'adam' for this model or drop batch_size")
+        use_moments = moments_ok and self.loss_path in ("auto", "moments")
+        return replace(self, batch_size=None if full else self.batch_size, steps=steps,
+                       loss_path="moments" if use_moments else "data", n_rows=int(n_rows))
+
+    def record(self, data_name: str) -> dict:
+        """The JSON record of the run written to sweep.json (after :meth:`for_rows`)."""
+        return {
+            "data": data_name, "target": None if self.target is None else str(self.target),
+            "betas": list(self.betas), "model": self.model, "encoder": self.encoder,
+            "decoder": self.decoder, "sigma": self.sigma, "latent_dim": self.latent_dim,
+            "hidden": self.hidden, "seeds": list(self.seeds), "steps": self.steps,
+            "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+            "optimizer": self.optimizer, "dtype": self.dtype, "tol": self.tol,
+            "eta_enc": self.eta_enc, "eta_dec": self.eta_dec, "check_every": self.check_every,
+            "loss_path": self.loss_path, "eval_samples": self.eval_samples,
+            "precondition": self.precondition,
+        }
