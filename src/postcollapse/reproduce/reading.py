@@ -19,6 +19,7 @@ import numpy as np
 
 from postcollapse._checks import ACTIVE_VAR_THRESHOLD
 from postcollapse.reproduce.prose import prose
+from postcollapse.train.results import parse_flag
 
 __all__ = [
     "COLLAPSE_RULE",
@@ -27,7 +28,6 @@ __all__ = [
     "LINEAR_SIGMA_TOL",
     "CollapseReading",
     "TheoryGaps",
-    "parse_flag",
     "row_ok",
     "rows_to_arrays",
     "read_collapse",
@@ -41,13 +41,6 @@ COLLAPSE_RULE = prose("collapse_rule").format(threshold=ACTIVE_VAR_THRESHOLD)
 COLLAPSE_TOL = {"synthetic": 0.15, "mnist": 0.25}
 LINEAR_LOSS_TOL = 1e-3
 LINEAR_SIGMA_TOL = 0.02
-
-
-def parse_flag(v) -> bool:
-    """A flag from a row: a bool, a number, or text such as "True"/"false"/"1" (CSV)."""
-    if isinstance(v, str):
-        return v.strip().lower() in ("true", "1", "yes")
-    return bool(v)
 
 
 def row_ok(r: Mapping) -> bool:

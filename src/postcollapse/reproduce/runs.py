@@ -22,13 +22,13 @@ from postcollapse.reproduce.grids import beta_grid, sample_betas
 from postcollapse.reproduce.presets import FigureConfig
 from postcollapse.reproduce.reading import (
     COLLAPSE_TOL,
-    parse_flag,
     read_collapse,
     rows_to_arrays,
     theory_gaps,
 )
 from postcollapse.reproduce.records import DataInfo, SamplesFigure, SweepFigure
 from postcollapse.reproduce.report import num, pct
+from postcollapse.train.results import parse_flag
 
 __all__ = ["RunContext", "TRAINER_OPTIONS", "run_sweep", "sweep_figure", "samples_figure",
            "decode_prior"]

@@ -16,15 +16,14 @@ EVAL_STREAM = 4  # stream id of the evaluation noise (see ``member_seed``)
 def sweep_theory(mom, config) -> dict:
     """zeta, thresholds, residual and, per beta, the closed-form min_loss, sigma and active
     modes for the sweep's Sigma mode, plus both min-loss curves (the theory of sweep.json)."""
-    from postcollapse.theory import active_modes, min_loss, optimum, spectrum, thresholds
+    from postcollapse.theory import active_modes, min_loss, optimal_sigma2, spectrum, thresholds
 
     spec = spectrum(mom)
     mode = "prior" if config.sigma == "prior" else "learnable"
     kw = {"latent_dim": config.latent_dim, "eta_enc": config.eta_enc,
           "eta_dec": config.eta_dec}
     betas = config.betas
-    sig = [sorted(np.sqrt(optimum(spec, beta=float(b), sigma=mode, **kw).sigma2).tolist(),
-                  reverse=True) for b in betas]
+    sig = (-np.sort(-np.sqrt(optimal_sigma2(spec, betas, sigma=mode, **kw)), axis=1)).tolist()
     return {
         "sigma_mode": mode,
         "zeta": spec.zeta.tolist(),
