@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
 
 from postcollapse._checks import check_int_at_least, check_positive
 from postcollapse.theory.hierarchical import data_stats
@@ -445,6 +444,8 @@ def freebits_optimum(
     -------
     FreeBitsOptimum
     """
+    from scipy.optimize import minimize  # only here: importing it costs ~0.3 s
+
     if not isinstance(spec, Spectrum):
         raise TypeError(
             f"expected a Spectrum (postcollapse.theory.spectrum), got {type(spec).__name__}"

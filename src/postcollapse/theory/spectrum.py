@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 
 from postcollapse._checks import check_int_at_least, check_positive
 from postcollapse.theory.moments import Moments
@@ -145,10 +144,10 @@ def spectrum(moments: Moments, *, rtol: float = DEFAULT_RTOL, vectors: bool = Tr
     rtol = check_positive("rtol", rtol)
     a = moments.cov_x
     if vectors or not moments.plain:
-        lam, q = scipy.linalg.eigh(a, check_finite=False, driver="evd")
+        lam, q = np.linalg.eigh(a)  # LAPACK syevd, as scipy driver="evd"
         lam, q = lam[::-1], q[:, ::-1]
     else:
-        lam = scipy.linalg.eigvalsh(a, check_finite=False, driver="evd")[::-1]
+        lam = np.linalg.eigvalsh(a)[::-1]
         q = None
     lmax = lam[0] if lam.size else 0.0
     keep = lam > rtol * lmax if lmax > 0 else np.zeros(lam.shape, bool)
@@ -165,10 +164,10 @@ def spectrum(moments: Moments, *, rtol: float = DEFAULT_RTOL, vectors: bool = Tr
         # Z restricted to the range of A: Zr = C Q_k diag(lam^-1/2) (d2, rank); Z = Zr Q_k^T.
         zr = (moments.cov_yx @ q_k) / np.sqrt(lam_k)
         if rank and not vectors:
-            zeta = scipy.linalg.svdvals(zr, check_finite=False)
+            zeta = np.linalg.svd(zr, compute_uv=False)  # LAPACK gesdd, as scipy
             f = g = q_k = None
         elif rank:
-            f, zeta, gr_t = scipy.linalg.svd(zr, full_matrices=False, check_finite=False)
+            f, zeta, gr_t = np.linalg.svd(zr, full_matrices=False)
             g = q_k @ gr_t.T
         else:
             f = np.zeros((moments.d2, 0))
