@@ -75,6 +75,9 @@ def register(subparsers) -> None:
     p.add_argument("--eta-dec", type=float, default=1.0)
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep in OUT")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch / BLAS CPU threads (default: from the size of the model and "
+                        "the cores free now; 1 for small models or a busy machine)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     add_cluster_options(p, sweep=True)
     p.set_defaults(func=run)
@@ -94,14 +97,19 @@ def _default_betas(data, target, latent_dim: int, eta_dec: float) -> list[float]
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.threads is not None and (args.workers is not None or args.scheduler is not None):
+        raise ValueError("--threads is for a local sweep; on a cluster use --worker-threads")
     with cluster_client(args) as client:  # None unless --workers / --scheduler
-        return _run(args, sweep_function(args, client))
+        extra = {} if client is not None else {"threads": args.threads}
+        return _run(args, sweep_function(args, client), **extra)
 
 
-def _run(args: argparse.Namespace, sweep) -> int:
+def _run(args: argparse.Namespace, sweep, **extra) -> int:
     from postcollapse._checks import check_int_at_least
 
     check_int_at_least("--seeds", args.seeds, 1)
+    if args.threads is not None:
+        check_int_at_least("--threads", args.threads, 1)
     if args.betas is None:
         betas = _default_betas(args.data, args.target, args.latent_dim, args.eta_dec)
     else:
@@ -113,7 +121,7 @@ def _run(args: argparse.Namespace, sweep) -> int:
             steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             optimizer=args.optimizer, device=args.device, dtype=args.dtype, tol=args.tol,
             eta_enc=args.eta_enc, eta_dec=args.eta_dec, out=args.out, resume=args.resume,
-            progress=not args.quiet,
+            progress=not args.quiet, **extra,
         )
     except KeyboardInterrupt as exc:
         msg = str(exc) or "interrupted"

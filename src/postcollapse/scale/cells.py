@@ -74,7 +74,8 @@ def train_cell(data, *, betas, seed: int, threads: int | None = 1, **options) ->
     betas : list of float
     seed : int
     threads : int or None
-        torch CPU threads of this worker process (None: leave torch's setting).
+        torch CPU threads while this cell trains (restored afterwards; None: chosen by
+        ``postcollapse.threads`` from the work and the free cores).
     **options
         Passed to ``postcollapse.train.sweep``.
 
@@ -87,16 +88,12 @@ def train_cell(data, *, betas, seed: int, threads: int | None = 1, **options) ->
     import socket
     import tempfile
 
-    import torch
-
     from postcollapse.train import sweep
 
-    if threads is not None:
-        torch.set_num_threads(int(threads))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="postcollapse-cell-") as tmp:
         res = sweep(data, betas=list(betas), seeds=[int(seed)], out=tmp, resume=False,
-                    progress=False, **options)
+                    progress=False, threads=threads, **options)
         summary = json.loads((Path(tmp) / "sweep.json").read_text())
     model = None
     if res.model is not None:

@@ -97,7 +97,8 @@ def _bulk(cls, x, y, chunk_size):
     in one fused pass into a reused buffer, form B^T B in a reused buffer (numpy
     dispatches ``b.T @ b`` to BLAS syrk and mirrors the triangle: measured as fast as
     scipy's in-place dsyrk, without importing scipy.linalg) and add it to one
-    accumulator. The mean correction n dm dm^T is applied once; dm = mean - shift is small, so it cancels nothing.
+    accumulator. The mean correction n dm dm^T is applied once; dm = mean - shift is
+    small, so it cancels nothing.
     """
     n, d0 = x.shape
     k = min(n, chunk_size)

@@ -94,6 +94,7 @@ class SweepConfig:
     eval_samples: int = 64
     checkpoint_seconds: float = 60.0
     precondition: bool | None = None
+    threads: int | None = None
     n_rows: int | None = None
     encoder: str = field(init=False)
     decoder: str = field(init=False)
@@ -119,6 +120,8 @@ class SweepConfig:
         if self.steps is not None and self.epochs is not None and self.n_rows is None:
             raise ValueError("give steps or epochs, not both")
         put("dtype", _dtype_name(self.dtype))
+        if self.threads is not None:
+            put("threads", check_int_at_least("threads", self.threads, 1))
         self._check_training_options(put)
 
     def _check_training_options(self, put) -> None:

@@ -47,6 +47,7 @@ def sweep(
     checkpoint_seconds: float = 60.0,
     callback: Callable[[CheckInfo], None] | None = None,
     precondition: bool | None = None,
+    threads: int | None = None,
 ) -> SweepResult:
     """Train one VAE per (beta, seed), all members together, and report each.
 
@@ -106,6 +107,10 @@ def sweep(
         L-BFGS in whitened coordinates of the encoder weights, W = V (Lambda + delta)^-1/2
         theta with A = Cov(x) = V Lambda V^T (default: on for L-BFGS with a linear encoder).
         It changes only the path, not the minimum.
+    threads : int, optional
+        torch / BLAS CPU threads while training (restored afterwards). Default: chosen
+        from the work per step and the cores free now (``postcollapse.threads``): one
+        thread for small models or a busy machine. The choice is in ``timing["threads"]``.
 
     Returns
     -------
@@ -120,6 +125,7 @@ def run_sweep(data, config: SweepConfig, *,
     """:func:`sweep` with its options as a :class:`SweepConfig`."""
     from postcollapse.models import BatchedVAE, MomentTensors
     from postcollapse.theory import Moments
+    from postcollapse.threads import thread_choice, torch_threads
     from postcollapse.train.checkpoint import CHECKPOINT_VERSION, Checkpoint
     from postcollapse.train.data import (
         Objective,
@@ -155,15 +161,19 @@ def run_sweep(data, config: SweepConfig, *,
                if config.use_moments else None)
     objective = Objective(net, config, x, y, moments=moments)
     saved = checkpoint.restore(net) if config.resume else None
-    trainer = TRAINERS[config.optimizer](net, objective, config, moments=mom, saved=saved)
-
-    train_time = train(trainer, net, steps=config.steps, check_every=config.check_every,
-                       checkpoint=checkpoint, progress=config.progress,
-                       hooks=[] if callback is None else [callback])
-    rows = member_rows(net, objective, config, trainer.state, theory)
+    # Multiply-adds per step, roughly: members x rows seen x parameters per member.
+    step_rows = summary["d0"] if config.use_moments else (config.batch_size or x.shape[0])
+    threads = thread_choice(net.n_members * step_rows * net.n_params, requested=config.threads)
+    with torch_threads(threads.threads if dev.type == "cpu" else config.threads):
+        trainer = TRAINERS[config.optimizer](net, objective, config, moments=mom, saved=saved)
+        train_time = train(trainer, net, steps=config.steps, check_every=config.check_every,
+                           checkpoint=checkpoint, progress=config.progress,
+                           hooks=[] if callback is None else [callback])
+        rows = member_rows(net, objective, config, trainer.state, theory)
     timing = {"train_time": train_time, "total_time": time.perf_counter() - t_start,
               "steps": int(trainer.state.step),
-              "steps_per_s": trainer.state.step / max(train_time, 1e-12), "device": str(dev)}
+              "steps_per_s": trainer.state.step / max(train_time, 1e-12), "device": str(dev),
+              "threads": threads.to_dict()}
     result = SweepResult(rows=rows, config=record, theory=theory, members=members,
                          model=net.cpu(), data=summary, timing=timing)
     if config.out is not None:
