@@ -68,13 +68,16 @@ def _check_point(trainer, net, steps: int, elapsed: float, bar, hooks) -> int:
     members."""
     st = trainer.state
     trainer.check()
-    stopped = (~st.active).cpu() & torch.isnan(st.stop_time)
+    # One device-to-host transfer per check (the only synchronisation of the loop).
+    host = torch.cat([st.active.to(st.last_loss.dtype), st.last_loss]).cpu()
+    active, loss = host[: st.last_loss.numel()] > 0, host[st.last_loss.numel():]
+    stopped = ~active & torch.isnan(st.stop_time)
     st.stop_time[stopped] = elapsed
-    n_active = int(st.active.sum())
+    n_active = int(active.sum())
     if hooks:  # only hooks see the model: bring it up to date for them
         trainer.sync_model()
     info = CheckInfo(step=st.step, steps=steps, active=n_active,
-                     loss=st.last_loss.cpu().numpy(), model=net)
+                     loss=loss.numpy(), model=net)
     for hook in (bar, *hooks):
         hook(info)
     return n_active

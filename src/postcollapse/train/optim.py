@@ -113,11 +113,13 @@ class BatchedLBFGS:
         d = self._direction()
         gd = (self.g * d).sum(1)
         not_descent = ~(gd < 0)
-        if not_descent.any():  # reset: steepest descent, forget the history of those members
-            d = torch.where(not_descent.unsqueeze(1), -self.g, d)
-            gd = (self.g * d).sum(1)
-            self.rho[:, not_descent] = 0.0
-            self.gamma = torch.where(not_descent, torch.ones_like(self.gamma), self.gamma)
+        # Reset: steepest descent, forget the history of those members. Masked, without a
+        # data-dependent branch, so that no host synchronisation is needed (a member whose
+        # direction is kept gets the same d and gd bit for bit).
+        d = torch.where(not_descent.unsqueeze(1), -self.g, d)
+        gd = torch.where(not_descent, (self.g * d).sum(1), gd)
+        self.rho = torch.where(not_descent, 0.0, self.rho)
+        self.gamma = torch.where(not_descent, torch.ones_like(self.gamma), self.gamma)
         if self.it == 0:
             t = torch.clamp(1.0 / self.g.abs().sum(1).clamp_min(1e-300), max=1.0)
         else:
@@ -135,7 +137,7 @@ class BatchedLBFGS:
             g_new = torch.where(ok.unsqueeze(1), gt, g_new)
             accepted |= ok
             pending &= ~ok
-            if not pending.any():
+            if not pending.any():  # the one host synchronisation of a trial
                 break
             t = torch.where(pending, 0.5 * t, t)
         failed = pending

@@ -61,15 +61,22 @@ class Streams:
                 flat = torch.cat([self._perm(s, e) for e in range(e0, e1 + 1)])
                 off = (t0 - e0 * self.per_epoch) * self.batch
                 rows.append(flat[off: off + self.block * self.batch].view(self.block, self.batch))
-            self._idx = torch.stack(rows, 1).to(self.device)  # (T, S, B)
+            self._idx = self._to_device(torch.stack(rows, 1))  # (T, S, B)
         if self.noise_dim is not None:
             parts = []
             for s in self.seeds:
                 g = torch.Generator().manual_seed(member_seed(s, _NOISE, block_id))
                 parts.append(torch.randn(self.block, self.batch, self.noise_dim, generator=g,
                                          dtype=self.dtype))
-            self._eps = torch.stack(parts, 1).to(self.device)  # (T, S, B, d1)
+            self._eps = self._to_device(torch.stack(parts, 1))  # (T, S, B, d1)
         self._block_id = block_id
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        # On CUDA: an asynchronous copy from pinned memory, so that filling a block does
+        # not wait for the steps already queued on the device.
+        if torch.device(self.device).type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
 
     def get(self, step: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(indices (S, B) or None for full batch, noise (S, B, d1) or None) of ``step``."""
