@@ -14,6 +14,7 @@ no OMP_NUM_THREADS, so torch starts with its default.
 
     python benchmarks/bench_threads.py            # 3 repeats
     python benchmarks/bench_threads.py --smoke    # 4 betas, 100 steps, 1 repeat
+    python benchmarks/bench_threads.py --steps 200 --timeout 120   # shorter, bounded
 """
 
 from __future__ import annotations
@@ -44,11 +45,16 @@ print(json.dumps({"train": res.timing["train_time"], "wall": time.perf_counter()
 SPIN = "import time\nend = time.time() + {limit}\nwhile time.time() < end:\n    pass\n"
 
 
-def _child(n_betas, steps, batch, threads, env) -> dict:
+def _child(n_betas, steps, batch, threads, env, timeout) -> dict:
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps([n_betas, steps, batch,
-                                                                    threads])],
-                         check=True, capture_output=True, text=True, env=env).stdout
+    try:
+        out = subprocess.run([sys.executable, "-c", CHILD,
+                              json.dumps([n_betas, steps, batch, threads])],
+                             check=True, capture_output=True, text=True, env=env,
+                             timeout=timeout).stdout
+    except subprocess.TimeoutExpired:  # a lower bound: the run was stopped
+        return {"train": timeout, "wall": timeout, "threads": {"threads": threads},
+                "timed_out": True}
     res = json.loads(out.strip().splitlines()[-1])
     res["wall"] = time.perf_counter() - t0
     return res
@@ -59,10 +65,13 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="tiny and fast")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--busy", type=int, default=1, help="busy processes to start (default 1)")
+    ap.add_argument("--steps", type=int, default=None, help="Adam steps (default 1000)")
+    ap.add_argument("--timeout", type=float, default=600.0,
+                    help="seconds after which one sweep is stopped (its time a lower bound)")
     ap.add_argument("--limit", type=float, default=900.0,
                     help="seconds after which a busy process stops by itself")
     args = ap.parse_args()
-    n_betas, steps = (4, 100) if args.smoke else (20, 1000)
+    n_betas, steps = (4, 100) if args.smoke else (20, args.steps or 1000)
     repeats = args.repeats or (1 if args.smoke else 3)
     env = {k: v for k, v in os.environ.items()
            if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
@@ -78,16 +87,19 @@ def main() -> None:
             chosen = []
             for _ in range(repeats):
                 for key, t in contenders.items():
-                    r = _child(n_betas, steps, batch, t, env)
+                    r = _child(n_betas, steps, batch, t, env, args.timeout)
                     times[key].append(r)
                     if t is None:
                         chosen.append(r["threads"]["threads"])
             med = {k: {m: statistics.median(r[m] for r in v) for m in ("wall", "train")}
                    for k, v in times.items()}
             best = min(med["1 thread"]["wall"], med["2 threads"]["wall"])
+            stopped = [k for k, v in times.items() if any(r.get("timed_out") for r in v)]
             print(f"  {label}: " + "; ".join(
                 f"{k} {v['wall']:.2f} s (train {v['train']:.2f})" for k, v in med.items())
-                + f"; default chose {chosen} threads")
+                + f"; default chose {chosen} threads"
+                + (f"; stopped at the timeout (lower bounds): {stopped}" if stopped else ""),
+                flush=True)
             print(f"    default / best fixed: {med['default']['wall'] / best:.2f}x whole "
                   f"process (target <= 1.1x); 2 threads / 1 thread "
                   f"{med['2 threads']['wall'] / med['1 thread']['wall']:.2f}x")
