@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPTS = ("bench_thresholds.py", "bench_streaming.py", "bench_sweep.py", "bench_scale.py",
-           "bench_cluster.py")
+SCRIPTS = ("bench_thresholds.py", "bench_startup.py", "bench_streaming.py", "bench_sweep.py",
+           "bench_threads.py", "bench_scale.py", "bench_cluster.py")
 
 
 def main(argv: list[str]) -> int:
