@@ -127,8 +127,8 @@ def test_linear_synthetic_sweep_lands_on_learned_closed_form():
 def test_linear_mnist_sweep_lands_on_learned_closed_form():
     # Below the 5th, between the 2nd and 3rd, and above the 1st learned threshold
     # (41.5 ... 77.1); L-BFGS in whitened coordinates with log v riding along. The member
-    # with five active modes creeps along the mode 4/5 valley: 500 iterations bring it
-    # within 3e-4 (2.6e-4 at 400), full convergence (1e-12) takes ~1,100.
+    # with five active modes creeps along the mode 4/5 valley: it was measured 2.6e-4 off
+    # (loss and v) after 400 iterations; full convergence (1e-12) takes ~1,100.
     data = load("mnist")
     spec = spectrum(data.moments())
     th = thresholds(spec, eta_dec="learn")
