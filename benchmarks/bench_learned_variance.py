@@ -63,11 +63,14 @@ def main(argv=None) -> int:
     collapsed = res.column("beta")[~alive]
     if collapsed.size and alive.any():
         lo, hi = float(res.column("beta")[alive].max()), float(collapsed.min())
+        where = "inside" if lo < th[0] <= hi else "outside"
         print(f"complete collapse measured between beta {lo:.2f} and {hi:.2f}; predicted "
-              f"beta_1* = {th[0]:.2f}; ratio (geometric midpoint / predicted) "
-              f"{np.sqrt(lo * hi) / th[0]:.3f}")
+              f"beta_1* = {th[0]:.2f} ({where} the bracket); ratio of the bracket's "
+              f"geometric midpoint to beta_1* {np.sqrt(lo * hi) / th[0]:.3f}")
     else:
         print("complete collapse not bracketed by the grid")
+    agree = int(np.sum(res.column("active_modes") == res.column("theory_active")))
+    print(f"mode counts equal to the prediction at {agree} of {len(res.rows)} betas")
     return 0
 
 
