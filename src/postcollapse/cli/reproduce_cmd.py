@@ -45,7 +45,7 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads (default 1 for --preset quick: on a shared 2-core "
                         "machine 2 threads made these small batched models 10-18x slower; "
-                        "torch's default for paper)")
+                        "for paper chosen per sweep from its size and the free cores)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress on stderr")
     p.set_defaults(func=cmd_reproduce)
@@ -61,10 +61,16 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     out = args.out or f"results/{args.preset}"
     threads = args.threads if args.threads is not None else (
         None if args.preset == "paper" else 1)
-    if threads is not None:
+    trainer = None
+    if threads is not None:  # the CLI owns its process: set for good, and for every sweep
+        import functools
+
         import torch
 
+        from postcollapse.train import sweep
+
         torch.set_num_threads(threads)
+        trainer = functools.partial(sweep, threads=threads)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -78,6 +84,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         mnist=args.mnist,
         progress=(not args.quiet) and sys.stderr.isatty(),
         log=None if args.quiet else log,
+        trainer=trainer,
     )
     for line in summary_lines(summary):
         print(line)
