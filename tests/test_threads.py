@@ -123,3 +123,25 @@ def test_cli_sweep_threads_errors(tmp_path, capsys):
     assert main(["sweep", str(tmp_path / "x.npy"), "--betas", "1", "--threads", "1",
                  "--workers", "2", "--quiet", "--out", str(tmp_path / "o")]) == 2
     assert "--worker-threads" in capsys.readouterr().err
+
+
+def test_cli_reproduce_threads_reach_every_sweep(monkeypatch, tmp_path):
+    import postcollapse.reproduce as rep
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake(figure, **kw):
+        seen.update(kw)
+        raise Stop
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(rep, "reproduce", fake)
+    try:
+        with pytest.raises(Stop):
+            main(["reproduce", "fig4", "--threads", "1", "--out", str(tmp_path), "-q"])
+    finally:
+        torch.set_num_threads(before)  # the CLI sets threads for its whole process
+    assert seen["trainer"].keywords == {"threads": 1}
