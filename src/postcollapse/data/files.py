@@ -184,8 +184,8 @@ def check_npy_header(name: str, fh, n_bytes: int) -> None:
     have = n_bytes - fh.tell()
     if need > have:
         raise ValueError(
-            f"{name} is truncated or corrupt: its .npy header declares shape {tuple(shape)} "
-            f"of {dtype} ({need} bytes) but the file holds {max(have, 0)} data bytes"
+            f"cannot read {name} as .npy (truncated or corrupt): its header declares shape "
+            f"{tuple(shape)} of {dtype} ({need} bytes) but it holds {max(have, 0)} data bytes"
         )
 
 
