@@ -53,6 +53,11 @@ def _validate(args):
             f"--sigma {args.sigma} applies to the one-level VAE only; the two-level model "
             "takes --sigma1 and free bits need a learnable Sigma"
         )
+    if args.eta_dec == "learn":
+        raise ValueError(
+            "--eta-dec learn applies to the one-level VAE only; give --eta-dec a number "
+            "> 0 with --levels 2 or --free-bits"
+        )
     out = {
         "latent_dim": check_int_at_least("--latent-dim", args.latent_dim, 1),
         "beta": check_positive("--beta", args.beta),
