@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from postcollapse._checks import check_2d, check_finite_array
+from postcollapse._checks import check_2d, check_finite_array, check_same_rows
 
 __all__ = [
     "read_array",
@@ -161,9 +161,8 @@ def check_npy_header(name: str, fh, n_bytes: int) -> None:
     """Refuse a ``.npy`` stream whose header declares more data than its ``n_bytes`` hold.
 
     Reads only the header from the binary file object ``fh`` (left positioned after it), so
-    a tiny file claiming 10^12 rows is refused before any allocation. Headers numpy itself
-    cannot parse are left for ``np.load`` to report; an object dtype is refused here
-    (it would need unpickling).
+    a tiny file claiming 10^12 rows is refused before any allocation. A header numpy cannot
+    parse and an object dtype (it would need unpickling) are refused here too.
     """
     try:
         version = np.lib.format.read_magic(fh)
@@ -173,8 +172,12 @@ def check_npy_header(name: str, fh, n_bytes: int) -> None:
             shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
         else:
             return
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError):
-        return  # np.load gives the one-line reason
+    except (OSError, EOFError):
+        raise ValueError(f"cannot read {name} as .npy: the file ends inside its header") from None
+    except Exception as exc:  # noqa: BLE001 - numpy's header parser (tokenize, ast) on
+        # untrusted bytes raises ValueError, SyntaxError, tokenize.TokenError, ...
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise ValueError(f"cannot read {name} as .npy (corrupt header): {reason}") from None
     if dtype.hasobject:
         raise ValueError(
             f"cannot read {name} as .npy: it holds Python objects (dtype {dtype}), which "
@@ -238,6 +241,7 @@ def read_npz(path, *, check_finite: bool = True) -> tuple[np.ndarray, np.ndarray
         y = None
         if "y" in keys:
             y = _finish(f"{path}['y']", _npz_array(path, npz, "y"), check_finite=check_finite)
+            check_same_rows(x, y, x_name=f"{path}['x']", y_name=f"{path}['y']")
     return x, y
 
 
