@@ -224,3 +224,63 @@ def test_subprocess_exit_status_and_single_line(tmp_path):
                        env=env, timeout=120)
     assert r.returncode == 2 and r.stdout == ""
     assert len(r.stderr.strip().splitlines()) == 1 and "cannot read" in r.stderr
+
+
+def test_memory_error_is_one_line(monkeypatch):
+    import postcollapse.cli.theory_cmds as theory_cmds
+
+    def boom(args):
+        raise MemoryError("Unable to allocate 36.4 TiB for an array")
+
+    monkeypatch.setattr(theory_cmds, "cmd_thresholds", boom)
+    rc, out, err = run_cli(["thresholds", "synthetic"])
+    assert rc == 2 and out == ""
+    assert err.count("\n") == 1 and "out of memory (Unable to allocate 36.4 TiB" in err
+
+
+def test_learned_eta_dec_with_extensions_is_explained():
+    rc, _, err = run_cli(["optimum", str(DATA / "good.npy"), "--latent-dim", "2", "--beta",
+                          "1", "--eta-dec", "learn", "--free-bits", "0.1"])
+    assert rc == 2 and "--eta-dec learn applies to the one-level VAE only" in err
+
+
+# ---------------------------------------------------------------- extreme values, end to end
+
+_GRID_FILES = ("good.npy", "far.npy", "wide.npy", "const.npy", "int.npy", "xy.npz")
+
+
+def _grid(files, etas, betas):
+    cases = []
+    for f in files:
+        path = str(DATA / f)
+        for ed in etas:
+            for j in ([], ["--json"]):
+                cases.append(["thresholds", path, "--eta-dec", ed, "--keep", "1", *j])
+                for b in betas:
+                    for ee in ("1e-4", "1e4"):
+                        base = ["optimum", path, "--latent-dim", "3", "--beta", b,
+                                "--eta-dec", ed, "--eta-enc", ee, *j]
+                        cases += [base, [*base, "--sigma", "prior"]]
+                        if ed != "learn":
+                            cases += [[*base, "--free-bits", "0.5"],
+                                      [*base, "--levels", "2", "--beta2", b,
+                                       "--latent-dim2", "2"]]
+    return cases
+
+
+def _check_grid(cases):
+    for argv in cases:
+        rc, out, err = run_cli(argv)
+        check_outcome(argv, rc, out, err)
+        if rc == 2:  # the only refusals: the data or the request, never a NaN
+            assert any(s in err for s in ("exceeds the number of modes", "unbounded below")), (
+                argv, err)
+
+
+def test_theory_cli_extremes_print_no_nan():
+    _check_grid(_grid(("far.npy",), ("learn",), ("1e-8", "1e8")))
+
+
+@pytest.mark.slow
+def test_theory_cli_extremes_print_no_nan_slow():
+    _check_grid(_grid(_GRID_FILES, ("1e-4", "1", "1e4", "learn"), ("1e-8", "1", "1e8")))
