@@ -54,13 +54,21 @@ def _data_dir() -> Path:
 
 
 DATA = _data_dir()
-DATA_VALUES = [str(DATA / n) for n in ("good.npy", "far.npy", "wide.npy", "const.npy",
-                                       "int.npy", "one_row.npy", "xy.npz", "good.csv",
-                                       "bad.csv", "junk.npy", "lat.npz", "lat.csv",
-                                       "missing.npy")] + ["synthetic", "nonsense", "", "same"]
-INT_VALUES = ["0", "1", "2", "3", "-1", "x", "1.5", "99999999999999999999"]
-FLOAT_VALUES = ["1", "0.5", "0", "-1", "nan", "inf", "-inf", "1e-8", "1e8", "1e308", "abc",
-                "", "learn"]
+GOOD_DATA = [str(DATA / n) for n in ("good.npy", "far.npy", "wide.npy", "const.npy",
+                                      "int.npy", "xy.npz", "good.csv")] + ["synthetic"]
+BAD_DATA = [str(DATA / n) for n in ("one_row.npy", "bad.csv", "junk.npy", "lat.npz",
+                                    "missing.npy")] + ["nonsense", "", "same"]
+DATA_VALUES = GOOD_DATA * 2 + BAD_DATA
+# valid values three times as likely as junk, so that most commands get far enough to run
+INT_VALUES = ["1", "2", "3"] * 3 + ["0", "-1", "x", "1.5", "99999999999999999999"]
+FLOAT_VALUES = ["1", "0.5", "1e-8", "1e8", "2"] * 3 + [
+    "0", "-1", "nan", "inf", "-inf", "1e308", "abc", "", "learn"]
+
+
+def _conventions():
+    from postcollapse.diagnostics import LOSS_CONVENTIONS
+
+    return sorted(LOSS_CONVENTIONS)
 
 
 def _commands():
@@ -73,7 +81,7 @@ def _value_strategy(action):
     if action.dest in ("workers", "worker_threads", "cell_betas"):
         return st.sampled_from(["0", "-1", "x"])  # never start a local cluster
     if action.choices is not None:
-        return st.sampled_from([str(c) for c in action.choices] + ["bogus"])
+        return st.sampled_from([str(c) for c in action.choices] * 3 + ["bogus"])
     if action.type is int:
         return st.sampled_from(INT_VALUES)
     if action.type is float or (action.type is not None and action.type is not str
@@ -82,6 +90,10 @@ def _value_strategy(action):
     if action.dest == "save":
         out = tempfile.mkdtemp(prefix="pc-cli-save-")
         return st.sampled_from([f"{out}/o.npz", f"{out}/o.txt", f"{out}/no/such/dir/o.npz"])
+    if action.dest == "convention":
+        return st.sampled_from(_conventions() * 2 + ["bogus", ""])
+    if action.dest == "latents":
+        return st.sampled_from([str(DATA / "lat.npz"), str(DATA / "lat.csv")] * 3 + BAD_DATA)
     if action.dest in ("columns", "target_columns"):
         return st.sampled_from(["a", "a,b", ",", "zz"])
     return st.sampled_from(DATA_VALUES + ["0.5", "x", "mse", "sum", "mean", "pytorch-vae"])
@@ -109,7 +121,7 @@ def _argv_strategy(name, parser):
                 argv.append(draw(st.sampled_from(DATA_VALUES)))
         # required flags usually present, others sometimes
         for a in options:
-            keep = draw(st.integers(0, 9)) < (8 if a.required else 3)
+            keep = draw(st.integers(0, 19)) < (17 if a.required else 3)
             if not keep:
                 continue
             flag = draw(st.sampled_from(a.option_strings))
@@ -284,3 +296,10 @@ def test_theory_cli_extremes_print_no_nan():
 @pytest.mark.slow
 def test_theory_cli_extremes_print_no_nan_slow():
     _check_grid(_grid(_GRID_FILES, ("1e-4", "1", "1e4", "learn"), ("1e-8", "1", "1e8")))
+
+
+def test_huge_free_bits_refused_in_one_line():
+    rc, out, err = run_cli(["optimum", str(DATA / "far.npy"), "--latent-dim", "1", "--beta",
+                            "1e8", "--eta-dec", "1e8", "--json", "--free-bits", "1e8"])
+    assert rc == 2 and out == ""
+    assert err.count("\n") == 1 and "--free-bits = 1e+08 nats per latent is out of range" in err

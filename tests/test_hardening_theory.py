@@ -313,3 +313,12 @@ test_freebits_extremes, test_freebits_extremes_slow = fast_and_slow(
     fast=10, slow=100, lb=st.floats(-4, 4), lam=st.floats(0, 5), ld=st.floats(-2, 2),
 )(_freebits_extremes)
 
+
+
+def test_free_bits_beyond_float64_refused():
+    from postcollapse.theory.freebits import MAX_FREE_BITS
+
+    opt = freebits_optimum(_SPEC, latent_dim=2, beta=1.0, lam=MAX_FREE_BITS, n_starts=1)
+    assert math.isfinite(opt.loss) and np.all(np.isfinite(opt.U))
+    with pytest.raises(ValueError, match=r"lambda = 1e\+08 nats per latent is out of range"):
+        freebits_optimum(_SPEC, latent_dim=2, beta=1.0, lam=1e8)

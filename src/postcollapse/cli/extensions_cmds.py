@@ -78,11 +78,8 @@ def _validate(args):
 
         try:
             out["lam"] = check_free_bits(args.free_bits)
-        except ValueError:
-            raise ValueError(
-                f"--free-bits must be a finite number >= 0 (nats per latent), "
-                f"got {args.free_bits:g}"
-            ) from None
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("free bits lambda", "--free-bits", 1)) from None
     if args.save is not None and not str(args.save).endswith(".npz"):
         raise ValueError(f"--save must name a .npz file, got {args.save!r}")
     return out
