@@ -71,6 +71,16 @@ def _conventions():
     return sorted(LOSS_CONVENTIONS)
 
 
+# A valid base command for each command that is run (a list: one value drawn from it).
+VALID = {
+    "thresholds": [GOOD_DATA],
+    "optimum": [GOOD_DATA, "--latent-dim", ["1", "2", "3", "5"], "--beta",
+                ["1e-8", "0.3", "1", "1e8"]],
+    "effective-beta": ["--convention", _conventions()],
+    "diagnose": ["--latents", [str(DATA / "lat.npz"), str(DATA / "lat.csv")]],
+}
+
+
 def _commands():
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -109,8 +119,19 @@ def _argv_strategy(name, parser):
         else:
             options.append(a)
 
+    def _flag(draw, a):
+        flag = draw(st.sampled_from(a.option_strings))
+        return [flag] if a.nargs == 0 else [flag, draw(_value_strategy(a))]
+
     @st.composite
     def build(draw):
+        if name in VALID and draw(st.booleans()):
+            # half the cases: a valid command plus up to three random flags
+            argv = [name, *(draw(st.sampled_from(v)) if isinstance(v, list) else v
+                            for v in VALID[name])]
+            for a in draw(st.lists(st.sampled_from(options), max_size=3, unique_by=id)):
+                argv += _flag(draw, a)
+            return argv
         argv = [name]
         for a in positionals:
             if draw(st.integers(0, 9)) == 0:
@@ -124,11 +145,7 @@ def _argv_strategy(name, parser):
             keep = draw(st.integers(0, 19)) < (17 if a.required else 3)
             if not keep:
                 continue
-            flag = draw(st.sampled_from(a.option_strings))
-            if a.nargs == 0:
-                argv.append(flag)
-            else:
-                argv += [flag, draw(_value_strategy(a))]
+            argv += _flag(draw, a)
         if draw(st.integers(0, 19)) == 0:
             argv.append(draw(st.sampled_from(["--nope", "-x", "extra", "--json=1"])))
         return argv
@@ -303,3 +320,11 @@ def test_huge_free_bits_refused_in_one_line():
                             "1e8", "--eta-dec", "1e8", "--json", "--free-bits", "1e8"])
     assert rc == 2 and out == ""
     assert err.count("\n") == 1 and "--free-bits = 1e+08 nats per latent is out of range" in err
+
+
+def test_keep_zero_prints_no_inf():
+    rc, out, _ = run_cli(["thresholds", str(DATA / "good.npy"), "--keep", "0"])
+    assert rc == 0 and not _NONFINITE.search(out)
+    assert re.search(r"exactly 0 mode\(s\) survive for [0-9.]+ <= beta\n", out)
+    rc, out, _ = run_cli(["thresholds", str(DATA / "good.npy"), "--keep", "0", "--json"])
+    assert json.loads(out, parse_constant=_no_nan)["keep_beta_interval"][1] is None
