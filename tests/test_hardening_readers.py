@@ -181,6 +181,20 @@ def test_object_npy_never_unpickled():
     assert not marker.exists()
 
 
+def test_npz_unsupported_zip_version_one_line(tmp_path):
+    """A corrupt central directory can make zipfile raise NotImplementedError."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("x.npy", _npy_bytes("<f8", (3, 2), 0))
+    data = bytearray(buf.getvalue())
+    cd = data.rfind(b"PK\x01\x02")  # central directory entry: "version needed" at +6
+    data[cd + 6] = 64
+    p = tmp_path / "v.npz"
+    p.write_bytes(bytes(data))
+    out = _outcome(p)
+    assert out[0] == "error" and "cannot read" in out[1]
+
+
 # ---------------------------------------------------------------- .npz
 
 

@@ -224,7 +224,7 @@ def read_npz(path, *, check_finite: bool = True) -> tuple[np.ndarray, np.ndarray
     path = _as_path(path)
     try:
         npz = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:
         if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
             raise
         raise ValueError(f"cannot read {path} as .npz: {exc}") from None
