@@ -397,3 +397,45 @@ def test_load_wraps_reader_errors(tmp_path):
     p.write_bytes(_npy_with_shape("(1000000000000, 5)"))
     with pytest.raises(ValueError, match=r"header declares shape \(1000000000000, 5\)"):
         load(str(p))
+
+
+# ---------------------------------------------------------------- latents (diagnose --latents)
+
+
+def _latents_outcome(path):
+    from postcollapse.diagnostics import load_latents
+
+    tracemalloc.start()
+    try:
+        with _time_limit():
+            mu, logvar = load_latents(path)
+    except (ValueError, TypeError, OSError) as exc:
+        assert str(exc) and "\n" not in str(exc).strip(), repr(str(exc))
+        return "error"
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert peak < _PEAK_BYTES
+    assert mu.shape == logvar.shape and np.all(np.isfinite(mu)) and np.all(np.isfinite(logvar))
+    return "ok"
+
+
+def _fuzz_latents(mu_spec, lv_spec, huge, csv_text, mutation):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        if mu_spec is not None:
+            z.writestr("mu.npy", _npy_with_shape("(1000000000000, 5)") if huge
+                       else _npy_bytes(*mu_spec))
+        if lv_spec is not None:
+            z.writestr("logvar.npy", _npy_bytes(*lv_spec))
+    _latents_outcome(_in_tmp("l.npz", _mutate(buf.getvalue(), *mutation)))
+    _latents_outcome(_in_tmp("l.csv", _mutate(csv_text.encode(), *mutation)))
+
+
+test_fuzz_latents, test_fuzz_latents_slow = fast_and_slow(
+    fast=20, slow=200, mu_spec=st.one_of(st.none(), _ARRAY_SPEC),
+    lv_spec=st.one_of(st.none(), _ARRAY_SPEC), huge=st.booleans(),
+    csv_text=st.one_of(
+        st.text(alphabet="mu_logvar12,.-e\n\r 0123456789x", max_size=120),
+        st.just("mu_1,logvar_1\n0.5,-1\n0.25,-2\n1,0\n")),
+    mutation=MUTATIONS)(_fuzz_latents)

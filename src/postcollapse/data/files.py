@@ -37,6 +37,7 @@ __all__ = [
     "find_idx_images",
     "check_finite_chunked",
     "check_npy_header",
+    "read_npz_member",
     "count_nonfinite",
 ]
 
@@ -192,7 +193,13 @@ def check_npy_header(name: str, fh, n_bytes: int) -> None:
         )
 
 
-def _npz_array(path: Path, npz, key: str) -> np.ndarray:
+def read_npz_member(path, npz, key: str) -> np.ndarray:
+    """Array ``key`` of an open ``np.load``-ed .npz, header checked before reading.
+
+    Raises ``ValueError`` (one line, naming ``path`` and ``key``) for a member whose header
+    declares more data than it holds, an object dtype, a corrupt header or a member that
+    is not a .npy array.
+    """
     member = key + ".npy"
     try:
         info = npz.zip.getinfo(member)
@@ -237,10 +244,10 @@ def read_npz(path, *, check_finite: bool = True) -> tuple[np.ndarray, np.ndarray
                 f"{path} holds no array 'x' (found: {', '.join(keys) or 'nothing'}); "
                 "save with np.savez(path, x=inputs, y=targets)"
             )
-        x = _finish(f"{path}['x']", _npz_array(path, npz, "x"), check_finite=check_finite)
+        x = _finish(f"{path}['x']", read_npz_member(path, npz, "x"), check_finite=check_finite)
         y = None
         if "y" in keys:
-            y = _finish(f"{path}['y']", _npz_array(path, npz, "y"), check_finite=check_finite)
+            y = _finish(f"{path}['y']", read_npz_member(path, npz, "y"), check_finite=check_finite)
             check_same_rows(x, y, x_name=f"{path}['x']", y_name=f"{path}['y']")
     return x, y
 
