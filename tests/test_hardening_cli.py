@@ -212,7 +212,7 @@ def _fuzz_command(name, data):
 
 
 test_fuzz_cli, test_fuzz_cli_slow = fast_and_slow(
-    fast=40, slow=400, name=st.sampled_from(sorted(COMMANDS)), data=st.data(),
+    fast=25, slow=400, name=st.sampled_from(sorted(COMMANDS)), data=st.data(),
 )(_fuzz_command)
 
 
