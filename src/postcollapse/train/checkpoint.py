@@ -5,6 +5,12 @@ members' progress and the optimiser state, written atomically every ``every_seco
 when SIGINT / SIGTERM arrive (the loop stops at the next step boundary). A checkpoint (and a
 finished sweep) carries a fingerprint of the settings and data; resuming with other
 settings is refused.
+
+Every file is written atomically (``postcollapse._io``): a process killed at any point
+(even SIGKILL, which cannot be caught) leaves each output either absent, as it was, or
+complete; the temporaries such a kill leaves are removed when the sweep starts again.
+Checkpoints are read with ``torch.load(..., weights_only=True)`` (tensors, numbers,
+strings and containers only; nothing is unpickled).
 """
 
 from __future__ import annotations
@@ -17,9 +23,12 @@ from pathlib import Path
 
 import torch
 
-from postcollapse._io import atomic_path
+from postcollapse._io import atomic_path, remove_temporaries
 
-__all__ = ["Checkpoint", "CHECKPOINT_VERSION"]
+__all__ = ["Checkpoint", "CHECKPOINT_VERSION", "OUTPUT_FILES"]
+
+#: Everything a sweep writes in its output folder.
+OUTPUT_FILES = ("checkpoint.pt", "model.pt", "results.csv", "sweep.json")
 
 CHECKPOINT_VERSION = 1
 
@@ -51,6 +60,10 @@ class Checkpoint:
     def enabled(self) -> bool:
         return self.path is not None
 
+    def remove_temporaries(self) -> list:
+        """Delete the temporaries of a writer killed mid-write (see ``postcollapse._io``)."""
+        return [] if not self.enabled else remove_temporaries(self.out_dir, OUTPUT_FILES)
+
     def finished(self) -> bool:
         """True when ``out_dir`` holds a finished sweep of these settings (nothing to
         resume); raise if it holds one of other settings."""
@@ -67,7 +80,7 @@ class Checkpoint:
         "state", "opt"}, tensors on the model's device), or None when there is none."""
         if not self.enabled or not self.path.exists():
             return None
-        ck = torch.load(self.path, map_location=net.device, weights_only=False)
+        ck = torch.load(self.path, map_location=net.device, weights_only=True)
         if ck.get("fingerprint") != self.fingerprint:
             raise ValueError(f"{self.path} is a checkpoint of a sweep with other settings; use "
                              "another --out or drop --resume")
@@ -84,9 +97,17 @@ class Checkpoint:
         state = {**trainer.state.to_dict(), "elapsed": elapsed}
         opt_state = {key: (v.cpu() if isinstance(v, torch.Tensor) else v)
                      for key, v in trainer.optimizer_state().items()}
-        with atomic_path(self.path, suffix=".pt") as tmp:
-            torch.save({"fingerprint": self.fingerprint, "flat": net.flat.detach().cpu(),
-                        "state": state, "opt": opt_state}, tmp)
+        try:
+            with atomic_path(self.path, suffix=".pt") as tmp:
+                torch.save({"fingerprint": self.fingerprint, "flat": net.flat.detach().cpu(),
+                            "state": state, "opt": opt_state}, tmp)
+        except OSError as exc:
+            kept = ("the previous checkpoint is kept" if self.path.exists()
+                    else "no checkpoint was kept")
+            err = OSError(f"cannot write the checkpoint {self.path} ("
+                          f"{exc.strerror or exc}); {kept}; free space and resume (--resume)")
+            err.errno = exc.errno
+            raise err from None
         self._last_save = time.perf_counter()
 
     def save_if_due(self, net, trainer, *, elapsed: float, now: float) -> None:

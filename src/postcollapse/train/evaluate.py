@@ -94,11 +94,15 @@ def member_rows(net, objective, config, state, theory: dict) -> list[dict]:
                "kl": float(kl[i]), "active_units": int(units[i]), "active_modes": int(modes[i])}
         row.update({f"sigma_{j + 1}": float(sig_sorted[i, j]) for j in range(d1)})
         row.update({f"kl_{j + 1}": float(kl_sorted[i, j]) for j in range(d1)})
-        row.update({"converged": bool(conv[i]), "diverged": bool(div[i]),
+        fault = "" if not div[i] else f"non-finite loss after {int(steps[i])} steps"
+        if not fault and not np.isfinite(loss[i]):  # never report a NaN loss as healthy
+            fault = "non-finite loss at evaluation"
+        row.update({"converged": bool(conv[i]) and not fault, "diverged": bool(fault),
                     "steps": int(steps[i]), "enc_norm": float(enc_n[i]),
                     "sigma_norm": float(sig_n[i]), "dec_norm": float(dec_n[i]),
                     "wall_time": float(state.stop_time[i]), "theory_loss": float(th),
                     "theory_active": int(theory["active_modes"][bi]),
-                    "theory_gap": float(loss[i] / th - 1.0) if th != 0 else float("nan")})
+                    "theory_gap": float(loss[i] / th - 1.0) if th != 0 else float("nan"),
+                    "fault": fault})
         rows.append(row)
     return rows

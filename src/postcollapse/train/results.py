@@ -26,7 +26,8 @@ def result_columns(latent_dim: int) -> list[str]:
             + [f"sigma_{i + 1}" for i in range(latent_dim)]
             + [f"kl_{i + 1}" for i in range(latent_dim)]
             + ["converged", "diverged", "steps", "enc_norm", "sigma_norm", "dec_norm",
-               "wall_time", "theory_loss", "theory_active", "theory_gap", "active_modes"])
+               "wall_time", "theory_loss", "theory_active", "theory_gap", "active_modes",
+               "fault"])
 
 
 def parse_cell(text: str):
@@ -65,7 +66,9 @@ class SweepResult:
         and ``kl_j`` its part in latent dimension j; ``sigma_j`` is the mean of sigma over
         the training set.
         Dimensions are ordered by ``sigma_j`` descending, and ``kl_j`` is the same
-        dimension as ``sigma_j``.
+        dimension as ``sigma_j``. ``diverged`` members stopped at a non-finite loss (their
+        parameters are those of the last finite step); ``fault`` says why ("non-finite
+        loss after N steps") and is empty for a healthy member.
     config : dict
         The arguments of the run (JSON-serialisable).
     theory : dict
@@ -113,11 +116,17 @@ class SweepResult:
                 "timing": self.timing, "members": [list(m) for m in self.members]}
 
     def save(self, out_dir, *, fingerprint: dict) -> None:
-        """Write model.pt, results.csv and sweep.json (with ``fingerprint``) to ``out_dir``."""
+        """Write model.pt, results.csv and sweep.json (with ``fingerprint``) to ``out_dir``.
+
+        Each file is written atomically, and sweep.json (the mark of a finished sweep) goes
+        last, after removing an older one first: a folder with sweep.json always holds the
+        model.pt and results.csv of that sweep, even when this write is killed half way.
+        """
         import torch
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "sweep.json").unlink(missing_ok=True)
         if self.model is not None:
             with atomic_path(out_dir / "model.pt", suffix=".pt") as tmp:
                 torch.save({"config": self.model.config(),
@@ -145,7 +154,7 @@ def load_sweep(out_dir) -> SweepResult:
             r[key] = float(r[key])
     model = None
     if (out_dir / "model.pt").exists():
-        ck = torch.load(out_dir / "model.pt", map_location="cpu", weights_only=False)
+        ck = torch.load(out_dir / "model.pt", map_location="cpu", weights_only=True)
         model = BatchedVAE.from_config(ck["config"])
         with torch.no_grad():
             model.flat.copy_(ck["flat"])

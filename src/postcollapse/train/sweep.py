@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from postcollapse._io import check_writable_dir
 from postcollapse.train.config import SweepConfig
 from postcollapse.train.results import SweepResult, load_sweep
 
@@ -133,6 +134,8 @@ def run_sweep(data, config: SweepConfig, *,
     from postcollapse.train.trainers import TRAINERS
 
     t_start = time.perf_counter()
+    if config.out is not None:  # a read-only or full folder fails now, not after training
+        check_writable_dir(config.out, "out")
     dev = resolve_device(config.device)
     name, x, y = resolve_data(data, config.target)
     config = config.for_rows(x.shape[0])
@@ -140,6 +143,7 @@ def run_sweep(data, config: SweepConfig, *,
     record = config.record(name)
     fingerprint = {"config": record, "data": summary, "version": CHECKPOINT_VERSION}
     checkpoint = Checkpoint(config.out, fingerprint, every_seconds=config.checkpoint_seconds)
+    checkpoint.remove_temporaries()  # left by a run killed mid-write
     if config.resume and checkpoint.finished():
         return load_sweep(config.out)
 
