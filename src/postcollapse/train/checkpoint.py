@@ -55,6 +55,8 @@ class Checkpoint:
         self.signum = None
         self._old_handlers = {}
         self._last_save = time.perf_counter()
+        #: Extra tensors saved with every checkpoint (e.g. the members' starting loss).
+        self.extra: dict = {}
 
     @property
     def enabled(self) -> bool:
@@ -100,7 +102,7 @@ class Checkpoint:
         try:
             with atomic_path(self.path, suffix=".pt") as tmp:
                 torch.save({"fingerprint": self.fingerprint, "flat": net.flat.detach().cpu(),
-                            "state": state, "opt": opt_state}, tmp)
+                            "state": state, "opt": opt_state, **self.extra}, tmp)
         except OSError as exc:
             kept = ("the previous checkpoint is kept" if self.path.exists()
                     else "no checkpoint was kept")

@@ -66,9 +66,10 @@ class SweepResult:
         and ``kl_j`` its part in latent dimension j; ``sigma_j`` is the mean of sigma over
         the training set.
         Dimensions are ordered by ``sigma_j`` descending, and ``kl_j`` is the same
-        dimension as ``sigma_j``. ``diverged`` members stopped at a non-finite loss (their
-        parameters are those of the last finite step); ``fault`` says why ("non-finite
-        loss after N steps") and is empty for a healthy member.
+        dimension as ``sigma_j``. ``diverged`` members failed: training met a non-finite loss
+        (they stopped there), their evaluated loss is not finite, or their loss rose far
+        above its value before training; ``fault`` says which (e.g. "non-finite loss after
+        N steps") and is empty for a healthy member.
     config : dict
         The arguments of the run (JSON-serialisable).
     theory : dict

@@ -129,7 +129,7 @@ def run_sweep(data, config: SweepConfig, *,
         resolve_device,
         torch_dtype,
     )
-    from postcollapse.train.evaluate import member_rows, sweep_theory
+    from postcollapse.train.evaluate import member_rows, start_loss, sweep_theory
     from postcollapse.train.loop import train
     from postcollapse.train.trainers import TRAINERS
 
@@ -160,11 +160,14 @@ def run_sweep(data, config: SweepConfig, *,
     objective = Objective(net, config, x, y, moments=moments)
     saved = checkpoint.restore(net) if config.resume else None
     trainer = TRAINERS[config.optimizer](net, objective, config, moments=mom, saved=saved)
+    checkpoint.extra["start_loss"] = (start_loss(objective, net) if saved is None
+                                      else saved.get("start_loss"))
 
     train_time = train(trainer, net, steps=config.steps, check_every=config.check_every,
                        checkpoint=checkpoint, progress=config.progress,
                        hooks=[] if callback is None else [callback])
-    rows = member_rows(net, objective, config, trainer.state, theory)
+    rows = member_rows(net, objective, config, trainer.state, theory,
+                       start_loss=checkpoint.extra["start_loss"])
     timing = {"train_time": train_time, "total_time": time.perf_counter() - t_start,
               "steps": int(trainer.state.step),
               "steps_per_s": trainer.state.step / max(train_time, 1e-12), "device": str(dev)}
