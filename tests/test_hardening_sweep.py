@@ -450,3 +450,42 @@ def test_stale_temporaries_are_removed_and_others_kept(tmp_path):
     removed = pio.remove_temporaries(tmp_path, OUTPUT_FILES)
     assert len(removed) == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp", "notes.txt"]
+
+
+class _Evil:
+    """Unpickling this would create a file (never happens: weights_only refuses it)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "pickled-object"])
+def test_a_damaged_or_hostile_checkpoint_is_one_line_on_resume(tmp_path, capsys, damage):
+    argv = ["sweep", "synthetic", "--betas", "1", "--steps", "20", "--quiet", "--device", "cpu",
+            "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    good = (tmp_path / "o" / "model.pt").read_bytes()
+    ck = tmp_path / "o" / "checkpoint.pt"
+    marker = tmp_path / "pwned"
+    if damage == "truncated":
+        ck.write_bytes(good[: len(good) // 2])
+    elif damage == "garbage":
+        ck.write_bytes(b"not a checkpoint")
+    else:
+        torch.save({"flat": _Evil(marker)}, ck)
+    assert main([*argv, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "checkpoint.pt is not a readable checkpoint" in err, err
+    assert not marker.exists()
+    if damage == "pickled-object":
+        assert "refused to unpickle" in err
+        (tmp_path / "o" / "checkpoint.pt").unlink()
+        torch.save({"config": _Evil(marker), "flat": torch.zeros(1)}, tmp_path / "o" / "model.pt")
+        from postcollapse.train import load_sweep
+
+        with pytest.raises(ValueError, match="model.pt is not a readable sweep model"):
+            load_sweep(tmp_path / "o")
+        assert not marker.exists()

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "atomic_savez",
-           "check_writable_dir", "remove_temporaries", "TMP_MARK"]
+           "check_writable_dir", "remove_temporaries", "load_tensors", "TMP_MARK"]
 
 #: Part of every temporary's name (``.NAME.XXXX.tmp[SUFFIX]``).
 TMP_MARK = ".tmp"
@@ -135,3 +135,29 @@ def remove_temporaries(folder, names) -> list[Path]:
                 continue
             removed.append(p)
     return removed
+
+
+def load_tensors(path, *, what: str, map_location="cpu"):
+    """``torch.load(path, weights_only=True)``: tensors, numbers, strings and containers
+    only, never arbitrary pickled objects.
+
+    Raises
+    ------
+    ValueError
+        One line when ``path`` is damaged (truncated, not a torch file) or holds anything
+        else, naming ``what`` it should be; a missing file stays FileNotFoundError.
+    """
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        reason = "it holds objects other than tensors and numbers, refused to unpickle"
+    except (RuntimeError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        reason = f"damaged or not a torch file: {first[:80]}"
+    raise ValueError(f"{path} is not a readable {what} ({reason}); delete it to start over "
+                     "or use another folder")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from postcollapse._io import atomic_path, remove_temporaries
+from postcollapse._io import atomic_path, load_tensors, remove_temporaries
 
 __all__ = ["Checkpoint", "CHECKPOINT_VERSION", "OUTPUT_FILES"]
 
@@ -82,7 +82,9 @@ class Checkpoint:
         "state", "opt"}, tensors on the model's device), or None when there is none."""
         if not self.enabled or not self.path.exists():
             return None
-        ck = torch.load(self.path, map_location=net.device, weights_only=True)
+        ck = load_tensors(self.path, what="checkpoint", map_location=net.device)
+        if not isinstance(ck, dict):
+            raise ValueError(f"{self.path} is not a sweep checkpoint; delete it to start over")
         if ck.get("fingerprint") != self.fingerprint:
             raise ValueError(f"{self.path} is a checkpoint of a sweep with other settings; use "
                              "another --out or drop --resume")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from postcollapse._io import atomic_path, atomic_write_json, atomic_write_text
+from postcollapse._io import atomic_path, atomic_write_json, atomic_write_text, load_tensors
 
 __all__ = ["SweepResult", "result_columns", "load_sweep", "parse_cell", "parse_flag"]
 
@@ -155,7 +155,7 @@ def load_sweep(out_dir) -> SweepResult:
             r[key] = float(r[key])
     model = None
     if (out_dir / "model.pt").exists():
-        ck = torch.load(out_dir / "model.pt", map_location="cpu", weights_only=True)
+        ck = load_tensors(out_dir / "model.pt", what="sweep model")
         model = BatchedVAE.from_config(ck["config"])
         with torch.no_grad():
             model.flat.copy_(ck["flat"])
