@@ -489,3 +489,29 @@ def test_a_damaged_or_hostile_checkpoint_is_one_line_on_resume(tmp_path, capsys,
         with pytest.raises(ValueError, match="model.pt is not a readable sweep model"):
             load_sweep(tmp_path / "o")
         assert not marker.exists()
+
+
+def test_full_disk_when_writing_results_keeps_the_checkpoint(data, tmp_path, monkeypatch):
+    import postcollapse.train.results as results
+
+    kw = {"betas": [0.5, 2.0], "latent_dim": 2, "lr": 1e-2, "tol": 0.0, "check_every": 10,
+          "steps": 50, "checkpoint_seconds": 0.0, "device": "cpu"}
+    full = sweep(data, **kw)
+    out = tmp_path / "out"
+    real = results.atomic_write_text
+
+    def no_space(path, text):
+        with pio.atomic_path(path) as tmp:
+            tmp.write_text(text[: len(text) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(results, "atomic_write_text", no_space)
+    with pytest.raises(OSError, match=r"cannot write the results in .*No space left on device"
+                       r".*checkpoint of step 50 is kept.*resume"):
+        sweep(data, out=out, **kw)
+    assert _temporaries(out) == [] and not (out / "results.csv").exists()
+    assert not (out / "sweep.json").exists()  # the folder does not claim a finished sweep
+    monkeypatch.setattr(results, "atomic_write_text", real)
+    resumed = sweep(data, out=out, resume=True, **kw)
+    assert _csv_text(resumed) == _csv_text(full)
+    assert sorted(p.name for p in out.iterdir()) == ["model.pt", "results.csv", "sweep.json"]

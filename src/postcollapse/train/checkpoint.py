@@ -57,6 +57,8 @@ class Checkpoint:
         self._last_save = time.perf_counter()
         #: Extra tensors saved with every checkpoint (e.g. the members' starting loss).
         self.extra: dict = {}
+        #: The training step of the newest checkpoint on disk (None: none written or read).
+        self.saved_step: int | None = None
 
     @property
     def enabled(self) -> bool:
@@ -90,6 +92,7 @@ class Checkpoint:
                              "another --out or drop --resume")
         with torch.no_grad():
             net.flat.copy_(ck["flat"])
+        self.saved_step = int(ck["state"]["step"])
         return ck
 
     def save(self, net, trainer, *, elapsed: float) -> None:
@@ -112,6 +115,7 @@ class Checkpoint:
                           f"{exc.strerror or exc}); {kept}; free space and resume (--resume)")
             err.errno = exc.errno
             raise err from None
+        self.saved_step = int(state["step"])
         self._last_save = time.perf_counter()
 
     def save_if_due(self, net, trainer, *, elapsed: float, now: float) -> None:

@@ -174,6 +174,14 @@ def run_sweep(data, config: SweepConfig, *,
     result = SweepResult(rows=rows, config=record, theory=theory, members=members,
                          model=net.cpu(), data=summary, timing=timing)
     if config.out is not None:
-        result.save(config.out, fingerprint=fingerprint)
+        try:
+            result.save(config.out, fingerprint=fingerprint)
+        except OSError as exc:  # e.g. a full disk: say what is kept and how to go on
+            kept = (f"the checkpoint of step {checkpoint.saved_step} is kept"
+                    if checkpoint.path.exists() else "no checkpoint was kept")
+            err = OSError(f"cannot write the results in {config.out} ({exc.strerror or exc}); "
+                          f"{kept}; free space and resume (--resume)")
+            err.errno = exc.errno
+            raise err from None
         checkpoint.remove()
     return result
