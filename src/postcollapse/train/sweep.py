@@ -38,7 +38,7 @@ def sweep(
     dtype="float32",
     tol: float | None = None,
     eta_enc: float = 1.0,
-    eta_dec: float = 1.0,
+    eta_dec: float | str = 1.0,
     out=None,
     resume: bool = False,
     progress: bool = False,
@@ -87,7 +87,13 @@ def sweep(
         Convergence tolerance on the relative change of the loss: for Adam, of its mean over
         ``check_every`` steps, twice in a row (default 1e-6); for L-BFGS, of one iteration,
         three times in a row (default 1e-12 in float64, 1e-7 in float32). 0 disables.
-    eta_enc, eta_dec : float
+    eta_enc : float
+    eta_dec : float or "learn"
+        Decoder standard deviation, or ``"learn"``: each member learns log eta_dec^2 (started
+        at the variance of the fully collapsed model, tr Cov(y) / d2) and the trained
+        objective is the per-example beta-NLL, L_VAE + (d2/2) log(2 pi eta_dec^2). The rows'
+        ``eta_dec`` is then the learned value; ``loss`` stays L_VAE at that eta_dec and
+        ``nll`` adds the normaliser (docs/THEORY.md, learned decoder variance).
     out : path, optional
         Folder for results.csv, sweep.json, model.pt and, while training, checkpoint.pt.
     resume : bool
@@ -129,7 +135,7 @@ def run_sweep(data, config: SweepConfig, *,
         resolve_device,
         torch_dtype,
     )
-    from postcollapse.train.evaluate import member_rows, start_loss, sweep_theory
+    from postcollapse.train.evaluate import member_rows, start_eta_dec, start_loss, sweep_theory
     from postcollapse.train.loop import train
     from postcollapse.train.trainers import TRAINERS
 
@@ -154,7 +160,8 @@ def run_sweep(data, config: SweepConfig, *,
                      betas=[b for b, _ in members], encoder=config.encoder,
                      decoder=config.decoder, sigma=config.sigma, hidden=config.hidden,
                      seeds=[s for _, s in members], eta_enc=config.eta_enc,
-                     eta_dec=config.eta_dec, dtype=torch_dtype(config.dtype)).to(dev)
+                     eta_dec=start_eta_dec(mom, config), learn_eta_dec=config.learn_eta_dec,
+                     dtype=torch_dtype(config.dtype)).to(dev)
     moments = (MomentTensors.from_moments(mom, dtype=net.dtype, device=dev)
                if config.use_moments else None)
     objective = Objective(net, config, x, y, moments=moments)
