@@ -123,13 +123,32 @@ def _check_outputs(out: Path) -> dict:
     return found
 
 
+def _wait_for_training(out: Path, proc, since: float) -> bool:
+    """Wait until ``proc`` writes a checkpoint (training runs) or ends; True for the first."""
+    ck = out / "checkpoint.pt"
+    while proc.poll() is None:
+        try:
+            if ck.stat().st_mtime >= since:
+                return True
+        except FileNotFoundError:
+            pass
+        time.sleep(0.02)
+    return False
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
-    """An uninterrupted run of the command (its time is the scale of the kill delays)."""
+    """An uninterrupted run of the command; ``seconds`` holds its training time (from the
+    first checkpoint to the end), the scale of the kill delays."""
     out = tmp_path_factory.mktemp("reference") / "out"
+    since = time.time() - 1.0
     t0 = time.perf_counter()
-    subprocess.run(_cli(out), env=ENV, check=True, capture_output=True, timeout=300)
-    (out / "seconds").write_text(repr(time.perf_counter() - t0))
+    proc = subprocess.Popen(_cli(out), env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    assert _wait_for_training(out, proc, since)
+    t1 = time.perf_counter()
+    assert proc.wait(timeout=300) == 0
+    (out / "seconds").write_text(json.dumps([t1 - t0, time.perf_counter() - t1]))
     return out
 
 
@@ -147,23 +166,31 @@ def _finish(out: Path, reference: Path) -> None:
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_equals_uninterrupted(reference, tmp_path):
+    """Four SIGKILLs: the first at a random time within the start-up and first checkpoint,
+    the others at random times after the resumed run began to train."""
     out = tmp_path / "out"
-    seconds = float((reference / "seconds").read_text())
+    start_s, train_s = json.loads((reference / "seconds").read_text())
     rng = np.random.default_rng(20260414)
-    delays = rng.uniform(0.35, 0.9, size=3) * seconds
     mid_training = 0
-    for i, delay in enumerate(delays):
+    for i in range(4):
+        since = time.time() - 0.01
         proc = subprocess.Popen(_cli(out, *(["--resume"] if i else [])), env=ENV,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if i == 0:
+            delay = rng.uniform(0.5, 1.2) * start_s
+        else:
+            _wait_for_training(out, proc, since)
+            delay = rng.uniform(0.0, 0.25) * train_s
         try:
             proc.wait(timeout=delay)
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=60)
         found = _check_outputs(out)
+        print(f"kill {i}: after {delay:.2f} s, {found}")
         if found["step"] is not None and 0 < found["step"] < 1200:
             mid_training += 1
-    assert mid_training >= 1, "no kill landed while a checkpoint was on disk"
+    assert mid_training >= 2, "fewer than 2 kills landed while training"
     _finish(out, reference)
 
 
