@@ -62,8 +62,9 @@ def register(subparsers) -> None:
         "OUT/results.csv (one row per member) and OUT/sweep.json (config, data summary and "
         "the closed-form theory for the same data).",
         epilog="Exit status: 0 when every member trained; 3 when the sweep finished but some "
-        "members diverged (non-finite loss; results are still written, those rows have "
-        "diverged=True and a fault, and stderr says how many); 2 for bad input or an output "
+        "members failed (a non-finite loss, or a loss that rose far above its start; results "
+        "are still written, those rows have diverged=True and a fault, and stderr says how "
+        "many); 2 for bad input or an output "
         "folder that cannot be written (checked before training); 130 when interrupted "
         "(continue with --resume). Killed at any point, even with SIGKILL, a sweep loses at "
         "most --checkpoint-seconds of training and --resume continues it to the same "
