@@ -147,17 +147,19 @@ def load_tensors(path, *, what: str, map_location="cpu"):
         One line when ``path`` is damaged (truncated, not a torch file) or holds anything
         else, naming ``what`` it should be; a missing file stays FileNotFoundError.
     """
-    import pickle
     import zipfile
 
     import torch
 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        reason = "it holds objects other than tensors and numbers, refused to unpickle"
-    except (RuntimeError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        reason = f"damaged or not a torch file: {first[:80]}"
+    except Exception as exc:  # noqa: BLE001 -- sorted below, anything else re-raised
+        if type(exc).__name__ == "UnpicklingError":  # weights_only refused an object
+            reason = "it holds objects other than tensors and numbers, refused to unpickle"
+        elif isinstance(exc, RuntimeError | EOFError | KeyError | zipfile.BadZipFile):
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            reason = f"damaged or not a torch file: {first[:80]}"
+        else:
+            raise
     raise ValueError(f"{path} is not a readable {what} ({reason}); delete it to start over "
                      "or use another folder")
