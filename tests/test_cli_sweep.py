@@ -71,8 +71,14 @@ def test_kill_and_resume_subprocess_equals_uninterrupted(tmp_path):
     args_full = [a if a != "%d" else "3000" for a in _cmd(full)]
     subprocess.run(args_full, check=True, env=env, capture_output=True, timeout=300)
     args = [a if a != "%d" else "3000" for a in _cmd(cut)]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(4.0)  # startup + some training
+    # Checkpoints at every check: the first one shows that training (and the SIGTERM
+    # handler) has started, however slow the start-up on a loaded machine.
+    proc = subprocess.Popen(args + ["--checkpoint-seconds", "0"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (cut / "checkpoint.pt").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     if proc.returncode == 0:  # finished before the kill: nothing to resume

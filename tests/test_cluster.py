@@ -27,7 +27,7 @@ RTOL = 1e-10
 SWEEP = ["synthetic", "--betas", "0.3,1,3,8", "--seeds", "2", "--latent-dim", "3",
          "--steps", "200", "--dtype", "float64", "--tol", "0", "--quiet"]
 INT_COLUMNS = {"seed", "active_units", "active_modes", "converged", "diverged", "steps",
-               "theory_active"}
+               "theory_active", "fault"}  # compared exactly (fault is text)
 
 
 def _matrix(n=3000, d=5, seed=0):
@@ -221,7 +221,7 @@ def _assert_same_sweep(out, ref):
     ja, jb = (json.loads((p / "sweep.json").read_text()) for p in (out, ref))
     for key in ("config", "data", "theory", "members", "fingerprint"):
         assert ja[key] == jb[key], key
-    ma, mb = (torch.load(p / "model.pt", weights_only=False) for p in (out, ref))
+    ma, mb = (torch.load(p / "model.pt", weights_only=True) for p in (out, ref))
     assert ma["config"] == mb["config"]
     torch.testing.assert_close(ma["flat"], mb["flat"], rtol=0, atol=0)  # trained identically
 

@@ -10,7 +10,10 @@ import sys
 
 from postcollapse.reproduce.presets import FIGURES, PRESETS
 
-__all__ = ["register", "cmd_reproduce", "summary_lines"]
+__all__ = ["register", "cmd_reproduce", "summary_lines", "diverged_line", "EXIT_DIVERGED"]
+
+#: Exit status of a reproduction that finished with some members diverged.
+EXIT_DIVERGED = 3
 
 
 def register(subparsers) -> None:
@@ -27,6 +30,9 @@ def register(subparsers) -> None:
             "paper uses the paper's settings (hidden 2048 on MNIST, trained long) and is "
             "meant for a GPU."
         ),
+        epilog="Exit status: 0 when every member trained; 3 when the report was written but "
+        "some members diverged (stderr says how many); 2 for bad input or an output "
+        "folder that cannot be written (checked before training); 130 when interrupted.",
     )
     p.add_argument("figure", nargs="?", default="all", choices=(*FIGURES, "all"), metavar="FIGURE",
                    help="fig1 | fig2 | fig3 | fig4 | fig5 | all (default all)")
@@ -52,6 +58,7 @@ def register(subparsers) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    from postcollapse._io import check_writable_dir
     from postcollapse.reproduce import reproduce
 
     if args.seeds is not None and args.seeds < 1:
@@ -59,6 +66,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     out = args.out or f"results/{args.preset}"
+    check_writable_dir(out, "--out")  # before any training
     threads = args.threads if args.threads is not None else (
         None if args.preset == "paper" else 1)
     trainer = None
@@ -89,7 +97,24 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     for line in summary_lines(summary):
         print(line)
     print(f"report: {out}/report.md, {out}/report.html ({summary.wall_seconds:.0f} s)")
+    line = diverged_line(summary)
+    if line:
+        print(f"postcollapse reproduce: {line}", file=sys.stderr)
+        return EXIT_DIVERGED
     return 0
+
+
+def diverged_line(summary) -> str:
+    """'N of K members diverged (fig1: n, ...)' over the sweep figures ('' when none did)."""
+    counts = [(f.name, f.n_diverged, f.n_rows) for f in summary.figures
+              if getattr(f, "n_diverged", 0)]
+    if not counts:
+        return ""
+    total = sum(getattr(f, "n_rows", 0) for f in summary.figures)
+    bad = sum(n for _, n, _ in counts)
+    per = ", ".join(f"{name}: {n} of {k}" for name, n, k in counts)
+    return (f"{bad} of {total} members diverged ({per}); see the diverged and fault columns "
+            "of OUT/FIG/sweep/results.csv and the report")
 
 
 def summary_lines(summary) -> list[str]:

@@ -7,9 +7,11 @@ import sys
 
 from postcollapse.cli.cluster import add_cluster_options, cluster_client, sweep_function
 
-__all__ = ["register", "parse_betas", "eta_dec_arg", "run"]
+__all__ = ["register", "parse_betas", "eta_dec_arg", "run", "diverged_line", "EXIT_DIVERGED"]
 
 DEFAULT_OUT = "sweep-out"
+#: Exit status of a sweep that finished with some members diverged.
+EXIT_DIVERGED = 3
 
 
 def parse_betas(text: str, *, log: bool = False) -> list[float]:
@@ -59,6 +61,14 @@ def register(subparsers) -> None:
         description="Train one VAE per (beta, seed), all as one batched model, and write "
         "OUT/results.csv (one row per member) and OUT/sweep.json (config, data summary and "
         "the closed-form theory for the same data).",
+        epilog="Exit status: 0 when every member trained; 3 when the sweep finished but some "
+        "members failed (a non-finite loss, or a loss that rose far above its start; results "
+        "are still written, those rows have diverged=True and a fault, and stderr says how "
+        "many); 2 for bad input or an output "
+        "folder that cannot be written (checked before training); 130 when interrupted "
+        "(continue with --resume). Killed at any point, even with SIGKILL, a sweep loses at "
+        "most --checkpoint-seconds of training and --resume continues it to the same "
+        "results.",
     )
     p.add_argument("data", metavar="DATA", help="'synthetic', 'mnist', or a data file / folder")
     p.add_argument("--target", default=None, help="target data (conditional VAE); "
@@ -90,6 +100,9 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch / BLAS CPU threads (default: from the size of the model and "
                         "the cores free now; 1 for small models or a busy machine)")
+    p.add_argument("--checkpoint-seconds", type=float, default=60.0, metavar="S",
+                   help="wall time between checkpoints in OUT (default 60; 0: at every "
+                        "convergence check)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     add_cluster_options(p, sweep=True)
     p.set_defaults(func=run)
@@ -120,11 +133,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, sweep, **extra) -> int:
+    import math
+
     from postcollapse._checks import check_int_at_least
+    from postcollapse._io import check_writable_dir
 
     check_int_at_least("--seeds", args.seeds, 1)
     if args.threads is not None:
         check_int_at_least("--threads", args.threads, 1)
+    if not math.isfinite(args.checkpoint_seconds) or args.checkpoint_seconds < 0:
+        raise ValueError(f"--checkpoint-seconds must be a finite number >= 0, got "
+                         f"{args.checkpoint_seconds}")
+    check_writable_dir(args.out, "--out")  # before any data is read or trained
     if args.betas is None:
         betas = _default_betas(args.data, args.target, args.latent_dim, args.eta_dec,
                                args.sigma)
@@ -137,7 +157,7 @@ def _run(args: argparse.Namespace, sweep, **extra) -> int:
             steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             optimizer=args.optimizer, device=args.device, dtype=args.dtype, tol=args.tol,
             eta_enc=args.eta_enc, eta_dec=args.eta_dec, out=args.out, resume=args.resume,
-            progress=not args.quiet, **extra,
+            progress=not args.quiet, checkpoint_seconds=args.checkpoint_seconds, **extra,
         )
     except KeyboardInterrupt as exc:
         msg = str(exc) or "interrupted"
@@ -152,4 +172,22 @@ def _run(args: argparse.Namespace, sweep, **extra) -> int:
                   f"{r['active_units']:3d} {r['theory_active']:3d}  {state}")
     print(f"wrote {args.out}/results.csv ({len(res.rows)} rows), {args.out}/sweep.json, "
           f"{args.out}/model.pt")
+    line = diverged_line(res.rows, args.out)
+    if line:
+        print(f"postcollapse sweep: {line}", file=sys.stderr)
+        return EXIT_DIVERGED
     return 0
+
+
+def diverged_line(rows, where) -> str:
+    """'N of K members diverged ...' for the rows of a finished sweep ('' when none did)."""
+    from postcollapse.train.results import parse_flag
+
+    bad = [r for r in rows if parse_flag(r.get("diverged", False))]
+    if not bad:
+        return ""
+    first = ", ".join(f"beta={float(r['beta']):.4g} seed={r['seed']}" for r in bad[:3])
+    more = "" if len(bad) <= 3 else f" and {len(bad) - 3} more"
+    return (f"{len(bad)} of {len(rows)} members diverged ({first}{more}); their rows in "
+            f"{where}/results.csv have diverged=True and a fault; a smaller --lr or "
+            "--dtype float64 may help")

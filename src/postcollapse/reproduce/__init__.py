@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from postcollapse._checks import ACTIVE_VAR_THRESHOLD
 from postcollapse._io import atomic_write_json
@@ -135,8 +134,9 @@ def reproduce(
 
     if trainer is None:
         from postcollapse.train import sweep as trainer
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from postcollapse._io import check_writable_dir
+
+    out = check_writable_dir(out, "out")  # a read-only or full folder fails before training
     ctx = RunContext(out=out, trainer=trainer, device=device, progress=progress,
                      log=log or (lambda s: None), mnist=mnist)
     t_all = time.perf_counter()

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from postcollapse._checks import check_betas, check_int_at_least
-from postcollapse._io import atomic_write_json
+from postcollapse._io import atomic_write_json, load_tensors
 
 __all__ = ["plan_cells", "train_cell", "distributed_sweep", "CELLS_DIR", "DEFAULT_MIN_CELLS"]
 
@@ -150,11 +150,9 @@ def _save_model(path: Path, model: dict) -> None:
 
 
 def _load_model(path: Path) -> dict | None:
-    import torch
-
     if not path.exists():
         return None
-    ck = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
+    ck = load_tensors(path, what="cell model")
     return {"config": ck["config"], "flat": ck["flat"].numpy()}
 
 

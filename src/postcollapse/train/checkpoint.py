@@ -5,6 +5,12 @@ members' progress and the optimiser state, written atomically every ``every_seco
 when SIGINT / SIGTERM arrive (the loop stops at the next step boundary). A checkpoint (and a
 finished sweep) carries a fingerprint of the settings and data; resuming with other
 settings is refused.
+
+Every file is written atomically (``postcollapse._io``): a process killed at any point
+(even SIGKILL, which cannot be caught) leaves each output either absent, as it was, or
+complete; the temporaries such a kill leaves are removed when the sweep starts again.
+Checkpoints are read with ``torch.load(..., weights_only=True)`` (tensors, numbers,
+strings and containers only; nothing is unpickled).
 """
 
 from __future__ import annotations
@@ -17,9 +23,12 @@ from pathlib import Path
 
 import torch
 
-from postcollapse._io import atomic_path
+from postcollapse._io import atomic_path, load_tensors, remove_temporaries
 
-__all__ = ["Checkpoint", "CHECKPOINT_VERSION"]
+__all__ = ["Checkpoint", "CHECKPOINT_VERSION", "OUTPUT_FILES"]
+
+#: Everything a sweep writes in its output folder.
+OUTPUT_FILES = ("checkpoint.pt", "model.pt", "results.csv", "sweep.json")
 
 CHECKPOINT_VERSION = 1
 
@@ -46,10 +55,18 @@ class Checkpoint:
         self.signum = None
         self._old_handlers = {}
         self._last_save = time.perf_counter()
+        #: Extra tensors saved with every checkpoint (e.g. the members' starting loss).
+        self.extra: dict = {}
+        #: The training step of the newest checkpoint on disk (None: none written or read).
+        self.saved_step: int | None = None
 
     @property
     def enabled(self) -> bool:
         return self.path is not None
+
+    def remove_temporaries(self) -> list:
+        """Delete the temporaries of a writer killed mid-write (see ``postcollapse._io``)."""
+        return [] if not self.enabled else remove_temporaries(self.out_dir, OUTPUT_FILES)
 
     def finished(self) -> bool:
         """True when ``out_dir`` holds a finished sweep of these settings (nothing to
@@ -67,12 +84,15 @@ class Checkpoint:
         "state", "opt"}, tensors on the model's device), or None when there is none."""
         if not self.enabled or not self.path.exists():
             return None
-        ck = torch.load(self.path, map_location=net.device, weights_only=False)
+        ck = load_tensors(self.path, what="checkpoint", map_location=net.device)
+        if not isinstance(ck, dict):
+            raise ValueError(f"{self.path} is not a sweep checkpoint; delete it to start over")
         if ck.get("fingerprint") != self.fingerprint:
             raise ValueError(f"{self.path} is a checkpoint of a sweep with other settings; use "
                              "another --out or drop --resume")
         with torch.no_grad():
             net.flat.copy_(ck["flat"])
+        self.saved_step = int(ck["state"]["step"])
         return ck
 
     def save(self, net, trainer, *, elapsed: float) -> None:
@@ -84,9 +104,18 @@ class Checkpoint:
         state = {**trainer.state.to_dict(), "elapsed": elapsed}
         opt_state = {key: (v.cpu() if isinstance(v, torch.Tensor) else v)
                      for key, v in trainer.optimizer_state().items()}
-        with atomic_path(self.path, suffix=".pt") as tmp:
-            torch.save({"fingerprint": self.fingerprint, "flat": net.flat.detach().cpu(),
-                        "state": state, "opt": opt_state}, tmp)
+        try:
+            with atomic_path(self.path, suffix=".pt") as tmp:
+                torch.save({"fingerprint": self.fingerprint, "flat": net.flat.detach().cpu(),
+                            "state": state, "opt": opt_state, **self.extra}, tmp)
+        except OSError as exc:
+            kept = ("the previous checkpoint is kept" if self.path.exists()
+                    else "no checkpoint was kept")
+            err = OSError(f"cannot write the checkpoint {self.path} ("
+                          f"{exc.strerror or exc}); {kept}; free space and resume (--resume)")
+            err.errno = exc.errno
+            raise err from None
+        self.saved_step = int(state["step"])
         self._last_save = time.perf_counter()
 
     def save_if_due(self, net, trainer, *, elapsed: float, now: float) -> None:

@@ -107,8 +107,15 @@ class Objective:
         self.net = net
         self.moments = moments if config.use_moments else None
         self.exact = config.exact
-        self.x = torch.as_tensor(x).to(dev, dtype)
-        self.y = None if y is None else torch.as_tensor(y).to(dev, dtype)
+        # torch.tensor copies: the rows may be a read-only memory map.
+        self.x = torch.tensor(np.asarray(x), dtype=dtype, device=dev)
+        self.y = None if y is None else torch.tensor(np.asarray(y), dtype=dtype, device=dev)
+        for what, t, a in (("data x", self.x, x), ("target y", self.y, y)):
+            if t is not None and not bool(torch.isfinite(t).all()):
+                raise ValueError(
+                    f"{what} has values beyond the range of {str(dtype).removeprefix('torch.')} "
+                    f"(largest |value| {float(np.max(np.abs(a))):.3g}); use dtype float64 "
+                    "(--dtype float64) or rescale the data")
         seeds = list(config.seeds)
         members = config.members
         self.seed_pos = torch.tensor([seeds.index(s) for _, s in members], device=dev)

@@ -8,7 +8,8 @@ import torch
 from postcollapse._checks import ACTIVE_VAR_THRESHOLD
 from postcollapse.models import chunk_rows, evaluate_loss, member_seed
 
-__all__ = ["sweep_theory", "start_eta_dec", "encoder_stats", "member_rows", "EVAL_STREAM"]
+__all__ = ["sweep_theory", "start_eta_dec", "encoder_stats", "member_rows", "start_loss",
+           "fault_text", "EVAL_STREAM"]
 
 EVAL_STREAM = 4  # stream id of the evaluation noise (see ``member_seed``)
 
@@ -96,8 +97,50 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.cpu().numpy()
 
 
-def member_rows(net, objective, config, state, theory: dict) -> list[dict]:
-    """One results row per member (see ``SweepResult.rows``) of the trained ``net``."""
+def _active_modes(mu_cov: torch.Tensor) -> np.ndarray:
+    """Eigenvalues of each member's Cov_x(mu) (K, d1, d1) above the threshold; 0 for a member
+    whose covariance is not finite (a diverged member) or has no eigen-decomposition."""
+    finite = torch.isfinite(mu_cov).all(2).all(1)
+    safe = torch.where(finite[:, None, None], mu_cov, torch.zeros_like(mu_cov))
+    try:
+        lam = torch.linalg.eigvalsh(safe)
+    except torch.linalg.LinAlgError:  # e.g. entries near the float limits: member by member
+        lam = torch.zeros(safe.shape[:2], dtype=safe.dtype)
+        for i, c in enumerate(_numpy(safe)):
+            try:
+                lam[i] = torch.as_tensor(np.linalg.eigvalsh(c))
+            except np.linalg.LinAlgError:
+                finite[i] = False
+    return _numpy(((lam.to(finite.device) > ACTIVE_VAR_THRESHOLD).sum(1)) * finite)
+
+
+@torch.no_grad()
+def start_loss(objective, net) -> torch.Tensor:
+    """The training loss (K,) of each member before its first step (float64, CPU)."""
+    return objective(net.params(), 0).loss.detach().double().cpu()
+
+
+def fault_text(*, diverged: bool, steps: int, loss: float, start: float | None) -> str:
+    """Why a member's row is not a trained result ("" when it is).
+
+    A member fails when training met a non-finite loss (``diverged``), when its evaluated
+    loss is not finite, or when the loss rose well above its value before training
+    (``loss > start + max(1, |start|) / 2``: the learning rate is far too large).
+    """
+    if diverged:
+        return f"non-finite loss after {steps} steps"
+    if not np.isfinite(loss):
+        return "non-finite loss at evaluation"
+    if start is not None and np.isfinite(start) and loss > start + 0.5 * max(1.0, abs(start)):
+        return (f"loss rose from {start:.4g} before training to {loss:.4g} (learning rate "
+                "too large?)")
+    return ""
+
+
+def member_rows(net, objective, config, state, theory: dict, *,
+                start_loss=None) -> list[dict]:
+    """One results row per member (see ``SweepResult.rows``) of the trained ``net``;
+    ``start_loss`` (K,), the loss before training, flags members whose loss rose."""
     x, y = objective.x, objective.y
     gen = torch.Generator().manual_seed(member_seed(config.seeds[0], EVAL_STREAM))
     parts = evaluate_loss(net, x, y, n_eps=config.eval_samples, generator=gen)
@@ -105,12 +148,13 @@ def member_rows(net, objective, config, state, theory: dict) -> list[dict]:
     mu_var = torch.diagonal(mu_cov, dim1=1, dim2=2)
     # Rotation-invariant count: with Sigma = eta_enc^2 I the optimum is defined only up to an
     # orthogonal P, which can spread one active mode over several coordinates.
-    modes = _numpy((torch.linalg.eigvalsh(mu_cov) > ACTIVE_VAR_THRESHOLD).sum(1))
+    modes = _active_modes(mu_cov)
     units = _numpy((mu_var > ACTIVE_VAR_THRESHOLD).sum(1))
     order = torch.argsort(sig_mean, dim=1, descending=True, stable=True)
     sig_sorted = _numpy(torch.gather(sig_mean, 1, order))
     kl_sorted = _numpy(torch.gather(parts.kl_dims, 1, order))
     loss, rec, kl = (_numpy(t) for t in (parts.loss, parts.rec, parts.kl))
+    trained = loss  # the quantity training minimised (compared with start_loss)
     # loss and rec are L_VAE's (no log 2 pi); nll adds (d2/2) log(2 pi v). A learned-variance
     # model's loss already holds that term (it is what was trained), so it comes off here.
     v = _numpy(net.dec_var().detach().double())
@@ -133,12 +177,14 @@ def member_rows(net, objective, config, state, theory: dict) -> list[dict]:
                "kl": float(kl[i]), "active_units": int(units[i]), "active_modes": int(modes[i])}
         row.update({f"sigma_{j + 1}": float(sig_sorted[i, j]) for j in range(d1)})
         row.update({f"kl_{j + 1}": float(kl_sorted[i, j]) for j in range(d1)})
-        row.update({"converged": bool(conv[i]), "diverged": bool(div[i]),
+        fault = fault_text(diverged=bool(div[i]), steps=int(steps[i]), loss=float(trained[i]),
+                           start=None if start_loss is None else float(start_loss[i]))
+        row.update({"converged": bool(conv[i]) and not fault, "diverged": bool(fault),
                     "steps": int(steps[i]), "enc_norm": float(enc_n[i]),
                     "sigma_norm": float(sig_n[i]), "dec_norm": float(dec_n[i]),
                     "wall_time": float(state.stop_time[i]), "theory_loss": float(th),
                     "theory_active": int(theory["active_modes"][bi]),
                     "theory_gap": float(loss[i] / th - 1.0) if th != 0 else float("nan"),
-                    "eta_dec": float(np.sqrt(v[i])), "nll": float(nll[i])})
+                    "eta_dec": float(np.sqrt(v[i])), "nll": float(nll[i]), "fault": fault})
         rows.append(row)
     return rows

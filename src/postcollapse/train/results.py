@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from postcollapse._io import atomic_path, atomic_write_json, atomic_write_text
+from postcollapse._io import atomic_path, atomic_write_json, atomic_write_text, load_tensors
 
 __all__ = ["SweepResult", "result_columns", "load_sweep", "parse_cell", "parse_flag"]
 
@@ -27,7 +27,7 @@ def result_columns(latent_dim: int) -> list[str]:
             + [f"kl_{i + 1}" for i in range(latent_dim)]
             + ["converged", "diverged", "steps", "enc_norm", "sigma_norm", "dec_norm",
                "wall_time", "theory_loss", "theory_active", "theory_gap", "active_modes",
-               "eta_dec", "nll"])
+               "eta_dec", "nll", "fault"])
 
 
 def parse_cell(text: str):
@@ -66,7 +66,10 @@ class SweepResult:
         and ``kl_j`` its part in latent dimension j; ``sigma_j`` is the mean of sigma over
         the training set.
         Dimensions are ordered by ``sigma_j`` descending, and ``kl_j`` is the same
-        dimension as ``sigma_j``.
+        dimension as ``sigma_j``. ``diverged`` members failed: training met a non-finite loss
+        (they stopped there), their evaluated loss is not finite, or their loss rose far
+        above its value before training; ``fault`` says which (e.g. "non-finite loss after
+        N steps") and is empty for a healthy member.
     config : dict
         The arguments of the run (JSON-serialisable).
     theory : dict
@@ -114,11 +117,17 @@ class SweepResult:
                 "timing": self.timing, "members": [list(m) for m in self.members]}
 
     def save(self, out_dir, *, fingerprint: dict) -> None:
-        """Write model.pt, results.csv and sweep.json (with ``fingerprint``) to ``out_dir``."""
+        """Write model.pt, results.csv and sweep.json (with ``fingerprint``) to ``out_dir``.
+
+        Each file is written atomically, and sweep.json (the mark of a finished sweep) goes
+        last, after removing an older one first: a folder with sweep.json always holds the
+        model.pt and results.csv of that sweep, even when this write is killed half way.
+        """
         import torch
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "sweep.json").unlink(missing_ok=True)
         if self.model is not None:
             with atomic_path(out_dir / "model.pt", suffix=".pt") as tmp:
                 torch.save({"config": self.model.config(),
@@ -160,7 +169,7 @@ def load_sweep(out_dir) -> SweepResult:
         _fill_eta_dec(r, summary["config"].get("eta_dec", 1.0), d2)
     model = None
     if (out_dir / "model.pt").exists():
-        ck = torch.load(out_dir / "model.pt", map_location="cpu", weights_only=False)
+        ck = load_tensors(out_dir / "model.pt", what="sweep model")
         model = BatchedVAE.from_config(ck["config"])
         with torch.no_grad():
             model.flat.copy_(ck["flat"])

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from postcollapse._io import check_writable_dir
 from postcollapse.train.config import SweepConfig
 from postcollapse.train.results import SweepResult, load_sweep
 
@@ -140,11 +141,13 @@ def run_sweep(data, config: SweepConfig, *,
         resolve_device,
         torch_dtype,
     )
-    from postcollapse.train.evaluate import member_rows, start_eta_dec, sweep_theory
+    from postcollapse.train.evaluate import member_rows, start_eta_dec, start_loss, sweep_theory
     from postcollapse.train.loop import train
     from postcollapse.train.trainers import TRAINERS
 
     t_start = time.perf_counter()
+    if config.out is not None:  # a read-only or full folder fails now, not after training
+        check_writable_dir(config.out, "out")
     dev = resolve_device(config.device)
     name, x, y = resolve_data(data, config.target)
     config = config.for_rows(x.shape[0])
@@ -152,6 +155,7 @@ def run_sweep(data, config: SweepConfig, *,
     record = config.record(name)
     fingerprint = {"config": record, "data": summary, "version": CHECKPOINT_VERSION}
     checkpoint = Checkpoint(config.out, fingerprint, every_seconds=config.checkpoint_seconds)
+    checkpoint.remove_temporaries()  # left by a run killed mid-write
     if config.resume and checkpoint.finished():
         return load_sweep(config.out)
 
@@ -173,10 +177,13 @@ def run_sweep(data, config: SweepConfig, *,
     threads = thread_choice(net.n_members * step_rows * net.n_params, requested=config.threads)
     with torch_threads(threads.threads if dev.type == "cpu" else config.threads):
         trainer = TRAINERS[config.optimizer](net, objective, config, moments=mom, saved=saved)
+        checkpoint.extra["start_loss"] = (start_loss(objective, net) if saved is None
+                                          else saved.get("start_loss"))
         train_time = train(trainer, net, steps=config.steps, check_every=config.check_every,
                            checkpoint=checkpoint, progress=config.progress,
                            hooks=[] if callback is None else [callback])
-        rows = member_rows(net, objective, config, trainer.state, theory)
+        rows = member_rows(net, objective, config, trainer.state, theory,
+                           start_loss=checkpoint.extra["start_loss"])
     timing = {"train_time": train_time, "total_time": time.perf_counter() - t_start,
               "steps": int(trainer.state.step),
               "steps_per_s": trainer.state.step / max(train_time, 1e-12), "device": str(dev),
@@ -184,6 +191,14 @@ def run_sweep(data, config: SweepConfig, *,
     result = SweepResult(rows=rows, config=record, theory=theory, members=members,
                          model=net.cpu(), data=summary, timing=timing)
     if config.out is not None:
-        result.save(config.out, fingerprint=fingerprint)
+        try:
+            result.save(config.out, fingerprint=fingerprint)
+        except OSError as exc:  # e.g. a full disk: say what is kept and how to go on
+            kept = (f"the checkpoint of step {checkpoint.saved_step} is kept"
+                    if checkpoint.path.exists() else "no checkpoint was kept")
+            err = OSError(f"cannot write the results in {config.out} ({exc.strerror or exc}); "
+                          f"{kept}; free space and resume (--resume)")
+            err.errno = exc.errno
+            raise err from None
         checkpoint.remove()
     return result
