@@ -146,7 +146,12 @@ def load_sweep(out_dir) -> SweepResult:
     model = None
     if (out_dir / "model.pt").exists():
         ck = torch.load(out_dir / "model.pt", map_location="cpu", weights_only=False)
-        model = BatchedVAE.from_config(ck["config"])
+        if ck["config"].get("levels") == 2:
+            from postcollapse.models import BatchedHierarchicalVAE
+
+            model = BatchedHierarchicalVAE.from_config(ck["config"])
+        else:
+            model = BatchedVAE.from_config(ck["config"])
         with torch.no_grad():
             model.flat.copy_(ck["flat"])
     return SweepResult(rows=rows, config=summary["config"], theory=summary["theory"],
