@@ -49,6 +49,7 @@ class ExtensionPanel:
 def extensions_figure(panels: Sequence[ExtensionPanel], *, title: str = ""):
     """One row of two panels per data set (module docstring); returns a Figure."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     fig = Figure(figsize=(12.0, 3.9 * len(panels) + 0.4), layout="constrained")
     axes = fig.subplots(len(panels), 2, squeeze=False)
@@ -87,6 +88,8 @@ def extensions_figure(panels: Sequence[ExtensionPanel], *, title: str = ""):
         ax_f.set_title(f"{p.data}: free bits, $\\lambda$ = {p.free_bits:g} nats, "
                        f"$d_1$ = {p.latent_dim}", fontsize=10)
         ax_f.legend(fontsize=8, loc="lower left")
+        for ax in (ax_h, ax_f):
+            ax.xaxis.set_minor_formatter(NullFormatter())
     if title:
         fig.suptitle(title)
     return fig

@@ -26,6 +26,7 @@ import numpy as np
 
 from postcollapse._io import atomic_write_text
 from postcollapse.reproduce.records import jsonable
+from postcollapse.train.results import parse_flag
 
 __all__ = ["ExtensionsConfig", "ExtensionsRecord", "EXTENSIONS_PRESETS", "extensions_section",
            "extension_blocks"]
@@ -42,23 +43,23 @@ class ExtensionsConfig:
     zeta_2^2 of each data set), sigma1, lambda, the number of betas and the L-BFGS budget."""
 
     datasets: tuple[str, ...] = ("synthetic", "mnist")
-    n_mnist: int | None = 1000
-    latent_dim: int = 4
+    n_mnist: int | None = 500
+    latent_dim: int = 3
     latent_dim2: int = 2
     sigma1: float = 1.0
     beta2_factor: float = 1.0
-    free_bits: float = 0.5
-    n_betas: int = 6
-    steps: int = 400
+    free_bits: float = 0.1  # small enough that all-pinned latents stack on strong modes
+    n_betas: int = 5
+    steps: int = 300
     n_dense: int = 200
 
 
 #: preset -> section settings (None: the preset has no such section).
 EXTENSIONS_PRESETS = MappingProxyType({
     "quick": ExtensionsConfig(),
-    "paper": ExtensionsConfig(n_mnist=None, n_betas=12, steps=3000),
-    "test": ExtensionsConfig(n_mnist=200, latent_dim=2, latent_dim2=1, n_betas=2, steps=40,
-                             n_dense=20),
+    "paper": ExtensionsConfig(n_mnist=None, latent_dim=5, n_betas=12, steps=3000),
+    "test": ExtensionsConfig(datasets=("synthetic",), latent_dim=2, latent_dim2=1, n_betas=2,
+                             steps=40, n_dense=20),
 })
 
 
@@ -127,7 +128,8 @@ def _hierarchical(ctx, cfg, ds, spec, betas, beta2, sweep_dir):
         d1[i], d2[i] = o.n_active_level1, o.n_active_level2
     rows = [{"data": ds.name, "beta": r["beta"], "theory_level1": r["theory_active_level1"],
              "level1": r["active_level1"], "theory_level2": r["theory_active_level2"],
-             "level2": r["active_level2"], "gap": r["theory_gap"]} for r in res.rows]
+             "level2": r["active_level2"], "gap": r["theory_gap"],
+             "converged": parse_flag(r["converged"])} for r in res.rows]
     return res, rows, (dense, d1, d2)
 
 
@@ -148,6 +150,7 @@ def _free_bits(ctx, cfg, ds, betas, sweep_dir):
             "signal": int(np.sum(snr > SIGNAL_SNR)),
             "pinned": int(np.sum(np.abs(kls - cfg.free_bits) <= PINNED_TOL)),
             "kl_min": float(kls.min()), "kl_max": float(kls.max()), "gap": r["theory_gap"],
+            "converged": parse_flag(r["converged"]),
         })
     return res, rows
 
@@ -229,6 +232,8 @@ def extension_blocks(rec: ExtensionsRecord) -> list[tuple]:
     h_agree = sum(r["level1"] == r["theory_level1"] and r["level2"] == r["theory_level2"]
                   for r in rec.hierarchical)
     f_agree = sum(r["signal"] == r["theory_signal"] for r in rec.free_bits)
+    runs = rec.hierarchical + rec.free_bits
+    n_conv = sum(bool(r["converged"]) for r in runs)
     text = (
         "Two extensions the paper does not cover, on linear models trained with L-BFGS in "
         "float64 on the exact loss (docs/THEORY.md, \"Two-level linear VAE\" and \"Free "
@@ -241,24 +246,32 @@ def extension_blocks(rec: ExtensionsRecord) -> list[tuple]:
         "the KL of each latent averaged over the data set before the max): the modes that "
         "receive signal (snr > "
         f"{SIGNAL_SNR:g}, the posterior mean's response to each data mode) equal the theory "
-        f"at {f_agree} of {len(rec.free_bits)} runs, largest relative loss gap {gf:.2e} (the "
-        "free-bits loss has a kink where KL_j = λ, so L-BFGS stops on it a little above the "
-        "minimum). Per-latent KL is no collapse diagnostic here: in the all-pinned regime "
-        "every latent reports KL = λ while some modes receive no signal. "
+        f"at {f_agree} of {len(rec.free_bits)} runs, largest relative loss gap {gf:.2e}. "
+        "Per-latent KL is no collapse diagnostic here: in the all-pinned regime every latent "
+        "reports KL = λ while a weak mode can receive no signal at all (its latents are "
+        "stacked on stronger modes). L-BFGS converged (loss flat) in "
+        f"{n_conv} of {len(runs)} runs within {cfg.steps} iterations; the others stopped at "
+        "that budget, which is where the larger gaps come from (MNIST's 784 inputs "
+        "converge slowly). The free-bits loss has a kink where KL_j = λ, on which "
+        "L-BFGS can stall slightly above the minimum (relative gaps of order 1e-3 on the "
+        "pinned latents). "
         f"Training {rec.train_seconds:.1f} s (this invocation {rec.wall_seconds:.1f} s). "
         "Files: " + ", ".join(f"`{p}`" for p in rec.files) + ".")
     h_table = [[r["data"], f"{r['beta']:.4g}", _count(r["theory_level1"], r["level1"]),
-                _count(r["theory_level2"], r["level2"]), f"{r['gap']:.1e}"]
+                _count(r["theory_level2"], r["level2"]), f"{r['gap']:.1e}",
+                "yes" if r["converged"] else "no"]
                for r in rec.hierarchical]
     f_table = [[r["data"], f"{r['beta']:.4g}", r["regime"],
                 _count(r["theory_signal"], r["signal"]), str(r["pinned"]),
-                f"{r['kl_min']:.3g} – {r['kl_max']:.3g}", f"{r['gap']:.1e}"]
+                f"{r['kl_min']:.3g} – {r['kl_max']:.3g}", f"{r['gap']:.1e}",
+                "yes" if r["converged"] else "no"]
                for r in rec.free_bits]
     return [
         ("h2", rec.title),
         ("img", f"{NAME}/{NAME}.png", rec.title),
         ("p", text),
-        ("table", ["data", "β₁", "active level 1", "active level 2", "loss gap"], h_table),
+        ("table", ["data", "β₁", "active level 1", "active level 2", "loss gap",
+                   "converged"], h_table),
         ("table", ["data", "β", "regime", "modes with signal", "latents at KL = λ",
-                   "KL_j range", "loss gap"], f_table),
+                   "KL_j range", "loss gap", "converged"], f_table),
     ]

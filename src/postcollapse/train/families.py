@@ -8,7 +8,9 @@ closed-form theory and its result rows.
   ``theory.freebits_optimum`` per beta, rows with the signal of each data mode
   (``diagnostics.mode_signal``: ``signal_i``, ``snr_i``) next to the per-latent KL;
 - "hierarchical": the two-level ``BatchedHierarchicalVAE``: theory from
-  ``theory.hierarchical_optimum`` per beta, rows with ``active_level1`` / ``active_level2``.
+  ``theory.hierarchical_optimum`` per beta, rows with ``active_level1`` (eigenvalues of
+  Cov_x(mu1) above 0.01) and ``active_level2`` (of the covariance of q(z2|z1)'s mean over
+  the data and the level-1 noise, as level 2 sees z1).
 """
 
 from __future__ import annotations
@@ -203,9 +205,17 @@ class HierarchicalFamily:
                                            generator=gen)
         p = net.params()
         mu1, logvar1 = net.encode(x, params=p)
-        mu2 = net.encode2(mu1, params=p)
-        n1 = _active(mu1)
-        n2 = _active(mu2)
+        n1 = _active(_cov(mu1))
+        # Level 2 sees z1 = mu1 + S1^(1/2) eps1, not mu1: where sigma1^2 > b' it models pure
+        # encoder noise (active without any signal from x). Linear: Cov(mu2) is exact.
+        if net.exact:
+            cov_z1 = _cov(mu1) + torch.diag_embed(torch.exp(logvar1[:, 0].double()))
+            w2 = p["enc2_w"].double()
+            cov2 = w2.transpose(1, 2) @ cov_z1 @ w2
+        else:
+            eps = torch.randn(mu1.shape, generator=gen, dtype=mu1.dtype).to(mu1.device)
+            cov2 = _cov(net.encode2(mu1 + torch.exp(0.5 * logvar1) * eps, params=p))
+        n2 = _active(cov2)
         s1 = torch.exp(0.5 * logvar1.double()).mean(1).cpu().numpy()
         s2 = torch.exp(0.5 * p["logvar2"].double()).cpu().numpy()
         d1 = net.d1
@@ -237,11 +247,15 @@ class HierarchicalFamily:
         return rows
 
 
-def _active(mu: torch.Tensor) -> np.ndarray:
-    """Eigenvalues of Cov(mu) (K, n, d) above the active-variance threshold, per member."""
+def _cov(mu: torch.Tensor) -> torch.Tensor:
+    """Covariance over the rows (K, d, d) of mu (K, n, d), float64."""
     mu = mu.double()
     c = mu - mu.mean(1, keepdim=True)
-    cov = c.transpose(1, 2) @ c / mu.shape[1]
+    return c.transpose(1, 2) @ c / mu.shape[1]
+
+
+def _active(cov: torch.Tensor) -> np.ndarray:
+    """Eigenvalues of cov (K, d, d) above the active-variance threshold, per member."""
     return (torch.linalg.eigvalsh(cov) > ACTIVE_VAR_THRESHOLD).sum(1).cpu().numpy()
 
 
