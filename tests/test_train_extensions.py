@@ -33,20 +33,25 @@ def test_two_level_lbfgs_sweep_lands_on_closed_form(x, tmp_path, sigma1, beta2, 
 
 
 @pytest.mark.slow
-def test_free_bits_adam_sweep_lands_on_closed_form(x):
-    # beta 0.5: aligned; 3 and 12: all pinned (mode 3 gets no signal)
+def test_free_bits_lbfgs_sweep_against_closed_form(x):
+    # beta 0.5: aligned (smooth at the optimum); 3 and 12: all pinned, mode 3 gets no signal
+    # while every latent sits at KL = lambda. The pinned optimum lies on the kink of
+    # max(lambda, KL_j), where L-BFGS stalls slightly above the minimum.
     res = sweep((x, None), betas=[0.5, 3.0, 12.0], free_bits=0.3, latent_dim=3,
-                optimizer="adam", lr=3e-3, dtype="float64", steps=20000, tol=1e-10,
-                seeds=[0, 1])
+                optimizer="lbfgs", dtype="float64", steps=3000, seeds=[1, 2])
     assert res.theory["regime"] == ["aligned", "all pinned", "all pinned"]
     for row in res.rows:
-        assert abs(row["theory_gap"]) < 1e-3, row
         bi = res.theory["betas"].index(row["beta"])
-        np.testing.assert_allclose([row[f"snr_{j}"] for j in (1, 2, 3)],
-                                   res.theory["snr"][bi], rtol=0.05, atol=0.02)
-        if row["beta"] > 1:
-            np.testing.assert_allclose([row[f"kl_{j}"] for j in (1, 2, 3)], 0.3, atol=2e-3)
-            assert row["signal_modes"] == 2 and row["snr_3"] < 0.02
+        snr = [row[f"snr_{j}"] for j in (1, 2, 3)]
+        if row["beta"] < 1:
+            assert abs(row["theory_gap"]) < 1e-8, row
+            np.testing.assert_allclose(snr, res.theory["snr"][bi], rtol=1e-3)
+        else:
+            assert 0 <= row["theory_gap"] < 1e-2, row
+            np.testing.assert_allclose([row[f"kl_{j}"] for j in (1, 2, 3)], 0.3, atol=1e-6)
+            np.testing.assert_allclose(snr[:2], res.theory["snr"][bi][:2], rtol=0.1)
+            assert row["signal_modes"] == 2 and snr[2] < 1e-3
+            assert res.theory["snr"][bi][2] < 1e-8
 
 
 def test_free_bits_batch_mode_trains_minibatches(x):
