@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 SCRIPTS = ("bench_thresholds.py", "bench_streaming.py", "bench_sweep.py", "bench_scale.py",
-           "bench_cluster.py")
+           "bench_cluster.py", "bench_learned_variance.py")
 
 
 def main(argv: list[str]) -> int:

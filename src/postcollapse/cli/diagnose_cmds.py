@@ -106,8 +106,11 @@ def register(subparsers) -> None:
                         "--convention")
     p.add_argument("--recon-weight", type=float, default=None, metavar="R",
                    help="weight of the reconstruction term (default 1)")
-    p.add_argument("--eta-dec", type=float, default=None, metavar="F",
-                   help="decoder std of the Gaussian NLL (gaussian-nll only; no default)")
+    p.add_argument("--eta-dec", type=_eta_dec_arg, default=None, metavar="F|learn",
+                   help="decoder std of the Gaussian NLL (gaussian-nll only; no default), or "
+                        "'learn' for a trained decoder variance: the result is then the "
+                        "beta of the beta-NLL and modes are predicted with the "
+                        "learned-variance thresholds")
     p.add_argument("--dim", type=int, default=None, metavar="D",
                    help="number of features D (needed for *-mean unless --data; default: "
                         "the data's)")
@@ -126,6 +129,16 @@ def register(subparsers) -> None:
                         "(default: max(10, latent dim + 1); 0 lists all)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_effective_beta)
+
+
+def _eta_dec_arg(text: str):
+    """argparse type of effective-beta's --eta-dec: 'learn' or a number."""
+    if text == "learn":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0 or 'learn', got {text!r}") from None
 
 
 def _fmt(v: float) -> str:
@@ -235,12 +248,23 @@ def cmd_effective_beta(args) -> int:
         json.dump(out, sys.stdout)
         sys.stdout.write("\n")
         return 0
-    lines = [
-        f"beta * eta_dec^2 = {res.value:.6g}",
-        f"  (your loss = {res.recon_coef:.6g} * <SE summed over features> + "
-        f"{res.kl_coef:.6g} * <KL summed over latent dims>, <.> = batch mean;",
-        "   beta * eta_dec^2 = KL coefficient / (2 * SE coefficient))",
-    ]
+    learned = res.learned_variance
+    unit = "beta" if learned else "beta * eta_dec^2"
+    if learned:
+        lines = [
+            f"beta = {res.value:.6g}   (learned decoder variance: a beta-NLL, no eta_dec)",
+            f"  (your loss = {res.recon_coef:.6g} * <Gaussian NLL summed over features, "
+            f"learned variance> + {res.kl_coef:.6g} * <KL summed over latent dims>, "
+            "<.> = batch mean;",
+            "   beta = KL coefficient / NLL coefficient)",
+        ]
+    else:
+        lines = [
+            f"beta * eta_dec^2 = {res.value:.6g}",
+            f"  (your loss = {res.recon_coef:.6g} * <SE summed over features> + "
+            f"{res.kl_coef:.6g} * <KL summed over latent dims>, <.> = batch mean;",
+            "   beta * eta_dec^2 = KL coefficient / (2 * SE coefficient))",
+        ]
     if res.convention is not None:
         c = res.convention
         lines += [f"  convention {c.name}: {c.library}", f"    loss   {c.loss}",
@@ -252,7 +276,8 @@ def cmd_effective_beta(args) -> int:
         lines += [
             "",
             f"data       {data.name}   ({data.n_samples} samples, {data.d2} features)",
-            f"{'mode':>5}  {'zeta^2':>10}  survives",
+            f"{'mode':>5}  {'beta_i*' if learned else 'zeta^2':>10}  survives"
+            + ("   (learned-variance thresholds)" if learned else ""),
         ]
         for i in range(n_show):
             capped = pred.latent_dim is not None and i >= pred.latent_dim
@@ -266,7 +291,7 @@ def cmd_effective_beta(args) -> int:
         lines += [
             "",
             f"predicted surviving modes  {pred.active_modes}{cap}",
-            f"same count for beta * eta_dec^2 in [{pred.interval[0]:.5g}, {hi})   "
+            f"same count for {unit} in [{pred.interval[0]:.5g}, {hi})   "
             f"margin {pred.margin:.3g} (log units)",
         ]
         if pred.near_threshold:

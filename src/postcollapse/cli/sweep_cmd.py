@@ -7,7 +7,7 @@ import sys
 
 from postcollapse.cli.cluster import add_cluster_options, cluster_client, sweep_function
 
-__all__ = ["register", "parse_betas", "run"]
+__all__ = ["register", "parse_betas", "eta_dec_arg", "run"]
 
 DEFAULT_OUT = "sweep-out"
 
@@ -37,6 +37,16 @@ def parse_betas(text: str, *, log: bool = False) -> list[float]:
             f"list of numbers > 0; got {text!r}"
         ) from None
     return check_betas(values, "--betas").tolist()
+
+
+def eta_dec_arg(text: str):
+    """argparse type of --eta-dec: 'learn' or a number (validated by the sweep)."""
+    if text == "learn":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0 or 'learn', got {text!r}") from None
 
 
 def register(subparsers) -> None:
@@ -72,7 +82,9 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", default="float32", choices=DTYPES)
     p.add_argument("--tol", type=float, default=None, help="convergence tolerance")
     p.add_argument("--eta-enc", type=float, default=1.0)
-    p.add_argument("--eta-dec", type=float, default=1.0)
+    p.add_argument("--eta-dec", type=eta_dec_arg, default=1.0, metavar="F|learn",
+                   help="decoder standard deviation (default 1), or 'learn': each member "
+                        "learns it, trained on the beta-NLL (results gain the learned eta_dec)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep in OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no table")
@@ -107,13 +119,16 @@ def extension_kwargs(args) -> dict:
     return out
 
 
-def _default_betas(data, target, latent_dim: int, eta_dec: float) -> list[float]:
+def _default_betas(data, target, latent_dim: int, eta_dec, sigma: str = "learnable"
+                   ) -> list[float]:
     import numpy as np
 
     from postcollapse.data import load
-    from postcollapse.theory import spectrum, thresholds
+    from postcollapse.theory import check_eta_dec, spectrum, thresholds
 
-    th = thresholds(spectrum(load(data, target=target).moments()), eta_dec=eta_dec)
+    th = thresholds(spectrum(load(data, target=target).moments()),
+                    eta_dec=check_eta_dec(eta_dec, "--eta-dec"),
+                    sigma="prior" if sigma == "prior" else "learnable")
     th = th[th > 0][:latent_dim]
     if th.size == 0:
         raise ValueError("the data have no signal (all zeta are 0); give --betas")
@@ -130,7 +145,8 @@ def _run(args: argparse.Namespace, sweep) -> int:
 
     check_int_at_least("--seeds", args.seeds, 1)
     if args.betas is None:
-        betas = _default_betas(args.data, args.target, args.latent_dim, args.eta_dec)
+        betas = _default_betas(args.data, args.target, args.latent_dim, args.eta_dec,
+                               args.sigma)
     else:
         betas = parse_betas(args.betas, log=args.log_betas)
     try:

@@ -44,6 +44,13 @@ batch ``sum`` (either term) summed instead of averaged over a batch of B      fa
   beta eta_dec^2 = 1/2 (the "eta_dec^2 = 1/2" reading of a sum-reduced MSE).
 - Gaussian NLL with fixed eta_dec plus ``kld_weight * KL``: beta eta_dec^2 =
   kld_weight * eta_dec^2 / R  (beta = kld_weight / R, the textbook beta-VAE).
+- Gaussian NLL with a *learned* decoder variance (sigma trained with the model,
+  ``eta_dec="learn"``): the loss R * NLL + w * KL, NLL = SE/(2 v) + (D/2) log(2 pi v) with v
+  a parameter, is R times the beta-NLL at beta = w / R (w D / R when averaged over
+  features). There is no beta * eta_dec^2 here: v settles where the reconstruction leaves
+  it, so the value returned is that beta and the modes are predicted with the
+  learned-variance thresholds beta_i* = D zeta_i^2 / (r + sum_{j>=i} zeta_j^2 +
+  (i-1) zeta_i^2) (THEORY.md, "Learned decoder variance"; learnable encoder variance).
 - Summing or averaging *both* terms over the batch changes nothing; summing the
   reconstruction but averaging the KL divides beta eta_dec^2 by B, averaging the
   reconstruction but summing the KL multiplies it by B. (A smaller last batch then has a
@@ -58,8 +65,7 @@ hyperparameters are passed by their names (``beta``, ``kld_weight``, ``gamma``).
 
 What is not covered: losses that are not Gaussian in the reconstruction (Bernoulli /
 BCE: the closed form and its thresholds hold for Gaussian decoders, so such a model's
-thresholds are measured by training it, see :data:`BERNOULLI_EXPLANATION`), a *learned*
-decoder variance (then eta_dec is a parameter, not a convention), KL annealing schedules
+thresholds are measured by training it, see :data:`BERNOULLI_EXPLANATION`), KL annealing schedules
 (the value applies to the weight at the end of training), and free bits / KL thresholds.
 
 How close to a threshold is too close
@@ -244,10 +250,11 @@ class ModePrediction:
     Attributes
     ----------
     effective_beta : float
-        ``beta * eta_dec^2``.
+        ``beta * eta_dec^2``; with ``learned_variance`` the beta of the beta-NLL.
     thresholds : ndarray, shape (d*,)
         Critical values zeta_i^2 (descending) in the same units: mode i survives iff
-        zeta_i^2 > beta * eta_dec^2.
+        zeta_i^2 > beta * eta_dec^2; with ``learned_variance`` the learned-variance
+        critical betas D zeta_i^2 / (r + sum_{j>=i} zeta_j^2 + (i-1) zeta_i^2).
     active_modes : int
         Predicted number of surviving modes (at most ``latent_dim`` when given).
     interval : (float, float)
@@ -259,6 +266,8 @@ class ModePrediction:
         NEAR_THRESHOLD_MARGIN = 0.1 (about 10 %), where a trained model has been seen to
         keep one mode more or one fewer than predicted.
     latent_dim : int or None
+    learned_variance : bool
+        True when the decoder variance is learned (thresholds in units of beta).
     """
 
     effective_beta: float
@@ -267,6 +276,7 @@ class ModePrediction:
     interval: tuple[float, float]
     margin: float
     latent_dim: int | None
+    learned_variance: bool = False
 
     @property
     def near_threshold(self) -> bool:
@@ -285,6 +295,7 @@ class ModePrediction:
             "interval": [float(self.interval[0]), float(self.interval[1])],
             "margin": float(self.margin),
             "latent_dim": self.latent_dim,
+            "learned_variance": self.learned_variance,
         }
 
 
@@ -295,7 +306,8 @@ class EffectiveBeta:
     Attributes
     ----------
     value : float
-        ``beta * eta_dec^2`` in the paper's units.
+        ``beta * eta_dec^2`` in the paper's units; with a learned decoder variance
+        (``learned_variance``) the beta of the equivalent beta-NLL.
     recon_coef, kl_coef : float
         a_R and a_K of the module docstring (coefficients of the batch-mean summed SE and
         the batch-mean summed KL in the user's loss).
@@ -303,6 +315,9 @@ class EffectiveBeta:
         Thresholds and predicted surviving modes on ``data`` (None without data).
     convention : LossConvention or None
         The named convention used, if any.
+    learned_variance : bool
+        True for a Gaussian NLL with a learned decoder variance; then ``recon_coef`` is the
+        coefficient of the batch-mean NLL summed over features.
     """
 
     value: float
@@ -310,6 +325,7 @@ class EffectiveBeta:
     kl_coef: float
     prediction: ModePrediction | None = None
     convention: LossConvention | None = None
+    learned_variance: bool = False
 
     def __float__(self) -> float:
         return self.value
@@ -320,6 +336,7 @@ class EffectiveBeta:
             "effective_beta": self.value,
             "recon_coef": self.recon_coef,
             "kl_coef": self.kl_coef,
+            "learned_variance": self.learned_variance,
         }
         if self.convention is not None:
             c = self.convention
@@ -341,7 +358,7 @@ def effective_beta(
     recon_weight: float | None = None,
     beta: float | None = None,
     gamma: float | None = None,
-    eta_dec: float | None = None,
+    eta_dec: float | str | None = None,
     dim: int | None = None,
     latent_dim: int | None = None,
     recon_batch: str | None = None,
@@ -372,9 +389,12 @@ def effective_beta(
         is the library's own ``kld_weight`` (PyTorch-VAE's ``M_N``) where it has one.
     beta, gamma : float > 0, optional
         A convention's ``beta`` / ``gamma`` hyperparameter (default: the library's).
-    eta_dec : float > 0, optional
+    eta_dec : float > 0 or "learn", optional
         Decoder std of the Gaussian NLL; required for the ``gaussian-nll`` conventions,
         rejected for the MSE ones (they have no eta_dec: the answer is beta * eta_dec^2).
+        ``"learn"``: the NLL's variance is a trained parameter; the result is then the beta
+        of the beta-NLL (``learned_variance``) and, with ``data``, the modes are predicted
+        with the learned-variance thresholds (see the module docstring).
     dim : int, optional
         D, the number of reconstructed features; required when averaging over features.
         With ``data`` it defaults to the data's dimension.
@@ -456,11 +476,18 @@ def effective_beta(
     if dim is not None:
         dim = check_int_at_least("dim", dim, 1)
 
+    learned = False
     if recon.startswith("gaussian-nll"):
         if eta_dec is None:
-            raise ValueError(f"recon={recon!r} needs eta_dec (the decoder std of the NLL)")
-        eta = check_positive("eta_dec", eta_dec)
-        a_r = r / (2.0 * eta * eta)
+            raise ValueError(f"recon={recon!r} needs eta_dec (the decoder std of the NLL, or "
+                             "'learn' when it is trained)")
+        if isinstance(eta_dec, str):
+            check_choice("eta_dec", eta_dec, ("learn",))
+            learned = True
+            a_r = r  # coefficient of the NLL itself: beta-NLL at beta = a_K / a_R
+        else:
+            eta = check_positive("eta_dec", eta_dec)
+            a_r = r / (2.0 * eta * eta)
     else:
         if eta_dec is not None:
             raise ValueError(
@@ -491,10 +518,11 @@ def effective_beta(
         else:
             a_k *= b
 
-    value = a_k / (2.0 * a_r)
-    prediction = None if spec is None else predict_modes(spec, value, latent_dim=latent_dim)
+    value = a_k / a_r if learned else a_k / (2.0 * a_r)
+    prediction = None if spec is None else predict_modes(
+        spec, value, latent_dim=latent_dim, learned_variance=learned)
     return EffectiveBeta(value=float(value), recon_coef=float(a_r), kl_coef=float(a_k),
-                         prediction=prediction, convention=conv)
+                         prediction=prediction, convention=conv, learned_variance=learned)
 
 
 def _convention(name) -> LossConvention:
@@ -529,7 +557,8 @@ def as_spectrum(data):
     return theory.spectrum(as_moments(data))
 
 
-def predict_modes(data, effective_beta: float, *, latent_dim: int | None = None) -> ModePrediction:
+def predict_modes(data, effective_beta: float, *, latent_dim: int | None = None,
+                  learned_variance: bool = False) -> ModePrediction:
     """Predicted surviving modes at ``beta * eta_dec^2 = effective_beta`` on ``data``.
 
     Parameters
@@ -540,6 +569,10 @@ def predict_modes(data, effective_beta: float, *, latent_dim: int | None = None)
         ``beta * eta_dec^2`` (for example ``effective_beta(...).value``).
     latent_dim : int, optional
         Caps the number of modes (only the first ``latent_dim`` can be active).
+    learned_variance : bool, default False
+        The decoder variance is learned: ``effective_beta`` is the beta of the beta-NLL and
+        the learned-variance thresholds apply (``theory.thresholds(spec, eta_dec="learn")``,
+        learnable encoder variance).
 
     Returns
     -------
@@ -551,14 +584,15 @@ def predict_modes(data, effective_beta: float, *, latent_dim: int | None = None)
     if latent_dim is not None:
         latent_dim = check_int_at_least("latent_dim", latent_dim, 1)
     spec = as_spectrum(data)
-    thr = np.asarray(theory.thresholds(spec), dtype=np.float64)
-    k = int(theory.active_modes(spec, b, latent_dim=latent_dim))
+    eta = theory.LEARN if learned_variance else 1.0
+    thr = np.asarray(theory.thresholds(spec, eta_dec=eta), dtype=np.float64)
+    k = int(theory.active_modes(spec, b, latent_dim=latent_dim, eta_dec=eta))
     if latent_dim is not None and k == latent_dim:
         # capped by the latent dimension: the interval reaches down to 0 for this count
         lo = 0.0
         hi = float(thr[k - 1]) if k - 1 < len(thr) else 0.0
     else:
-        lo, hi = (float(v) for v in theory.beta_interval(spec, k))
+        lo, hi = (float(v) for v in theory.beta_interval(spec, k, eta_dec=eta))
     with np.errstate(divide="ignore"):
         m_lo = np.inf if lo <= 0 else np.log(b / lo)
         m_hi = np.inf if not np.isfinite(hi) else np.log(hi / b)
@@ -570,4 +604,5 @@ def predict_modes(data, effective_beta: float, *, latent_dim: int | None = None)
         interval=(lo, hi),
         margin=float(min(m_lo, m_hi)),
         latent_dim=latent_dim,
+        learned_variance=bool(learned_variance),
     )

@@ -28,6 +28,7 @@ _HOME = {
     "moments_loss": "loss",
     "evaluate_loss": "loss",
     "chunk_rows": "loss",
+    "gaussian_normaliser": "loss",
 }
 
 __all__ = ["ARCHITECTURES", "SIGMA_KINDS", *_HOME]

@@ -4,10 +4,13 @@
           + beta * KL,   KL = E_x sum_i KL( N(mu_i, sigma_i^2) || N(0, eta_enc^2) )
 
 ``rec`` is the first term and ``kl`` the (unweighted) KL, so ``loss = rec + beta * kl``;
-``kl_dims`` splits ``kl`` over the latent dimensions. Under free bits (a model with
-``free_bits`` = lambda) ``loss = rec + beta * sum_j max(lambda, kl_dims_j)``, the KL of each
-latent averaged over the rows the loss sees (a full batch: the data set, as the theory
-assumes; a minibatch: the variant trained in practice). Three estimators:
+``kl_dims`` splits ``kl`` over the latent dimensions. When the model learns its decoder
+variance v = eta_dec^2 (``model.learn_eta_dec``), ``rec`` also holds the Gaussian normaliser
+(d2/2) log(2 pi v), so ``loss`` is the per-example beta-NLL (without it v would run off to
+infinity). Under free bits (a model with ``free_bits`` = lambda)
+``loss = rec + beta * sum_j max(lambda, kl_dims_j)``, the KL of each latent averaged over
+the rows the loss sees (a full batch: the data set, as the theory assumes; a minibatch:
+the variant trained in practice). Three estimators:
 
 - :func:`exact_loss`: the decoder is linear, so E_eps ||U(mu+eps)+b_d-y||^2 =
   ||U mu + b_d - y||^2 + sum_i sigma_i^2 ||U[:, i]||^2 exactly (any encoder).
@@ -21,6 +24,7 @@ decoder is linear, otherwise averaged over ``n_eps`` noise samples per point).
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -37,6 +41,7 @@ __all__ = [
     "moments_loss",
     "evaluate_loss",
     "chunk_rows",
+    "gaussian_normaliser",
 ]
 
 
@@ -96,8 +101,17 @@ def kl_penalty(model, kld: torch.Tensor) -> torch.Tensor:
     return kld.clamp_min(lam).sum(-1)
 
 
-def _finish(model, rec_sq: torch.Tensor, kld: torch.Tensor) -> LossParts:
-    rec = rec_sq / (2.0 * model.eta_dec**2)
+def gaussian_normaliser(model, v: torch.Tensor) -> torch.Tensor:
+    """(d2/2) log(2 pi v) (K,): the constant of the Gaussian NLL with variance v (K,)."""
+    return 0.5 * model.d2 * (math.log(2.0 * math.pi) + torch.log(v))
+
+
+def _finish(model, rec_sq: torch.Tensor, kld: torch.Tensor, p) -> LossParts:
+    if getattr(model, "learn_eta_dec", False):
+        v = model.dec_var(p)
+        rec = rec_sq / (2.0 * v) + gaussian_normaliser(model, v)
+    else:
+        rec = rec_sq / (2.0 * model.eta_dec**2)
     kl = kld.sum(-1)
     return LossParts(rec + model.beta * kl_penalty(model, kld), rec, kl, kld)
 
@@ -121,7 +135,7 @@ def exact_loss(model, x: torch.Tensor, y: torch.Tensor | None = None, *, params=
     col2 = (p["dec_w"] ** 2).sum(-1)  # ||U[:, i]||^2, (K, d1)
     noise = (torch.exp(logvar) * col2.unsqueeze(1)).sum(-1).mean(1)
     rec_sq = (res * res).sum(-1).mean(1) + noise
-    return _finish(model, rec_sq, kl_dims(mu, logvar, model.eta_enc))
+    return _finish(model, rec_sq, kl_dims(mu, logvar, model.eta_enc), p)
 
 
 def sampled_loss(model, x, y=None, *, eps: torch.Tensor, params=None) -> LossParts:
@@ -135,7 +149,7 @@ def sampled_loss(model, x, y=None, *, eps: torch.Tensor, params=None) -> LossPar
     z = mu + torch.exp(0.5 * logvar) * eps
     res = model.decode(z, params=p) - (y if y.dim() == 3 else y.unsqueeze(0))
     rec_sq = (res * res).sum(-1).mean(1)
-    return _finish(model, rec_sq, kl_dims(mu, logvar, model.eta_enc))
+    return _finish(model, rec_sq, kl_dims(mu, logvar, model.eta_enc), p)
 
 
 def moments_loss(model, moments: MomentTensors, *, params=None) -> LossParts:
@@ -169,7 +183,7 @@ def moments_loss(model, moments: MomentTensors, *, params=None) -> LossParts:
     log_e2 = (2.0 * torch.log(model.eta_enc)).view(-1, 1)
     inv_e2 = torch.exp(-log_e2)
     kld = 0.5 * (mu2 * inv_e2 + torch.exp(logvar[:, 0]) * inv_e2 - 1.0 - (logvar[:, 0] - log_e2))
-    return _finish(model, rec_sq, kld)
+    return _finish(model, rec_sq, kld, p)
 
 
 def chunk_rows(model, n_rows: int, budget: int = 1 << 23) -> int:

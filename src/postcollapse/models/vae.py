@@ -7,7 +7,8 @@ members with a handful of tensor operations and mask members row by row.
 Conventions follow THEORY.md: the encoder gives mu(x) and log sigma^2(x), z = mu + sigma*eps,
 the decoder gives the mean of p(y|z) = N(dec(z), eta_dec^2 I), the prior is N(0, eta_enc^2 I).
 For a linear member ``enc_w`` is W (d0, d1), ``enc_b`` is b_e, ``dec_w`` is U^T (d1, d2),
-``dec_b`` is b_d.
+``dec_b`` is b_d. With a learned decoder variance (``eta_dec="learn"``) the flat parameters
+end with ``dec_logvar`` (K, 1), log v = log eta_dec^2 of each member.
 """
 
 from __future__ import annotations
@@ -69,7 +70,14 @@ class BatchedVAE(nn.Module):
         Initialisation seed of each member. Members with the same seed start from the same
         point whatever their beta or K (initialisation is nn.Linear's: U(-1/sqrt(fan_in),
         1/sqrt(fan_in)) for weights and biases).
-    eta_enc, eta_dec : float or array-like (K,)
+    eta_enc : float or array-like (K,)
+    eta_dec : float, array-like (K,) or "learn"
+        Decoder standard deviation; ``"learn"`` (or ``learn_eta_dec=True``) makes
+        log v = log eta_dec^2 a parameter of each member (``dec_logvar``, the last entry of
+        its flat row), started at the given eta_dec ("learn" alone: 1). The losses then add
+        the Gaussian normaliser (d2/2) log(2 pi v), so they are the per-example beta-NLL.
+    learn_eta_dec : bool
+        Learn the decoder variance, starting from ``eta_dec`` (numbers).
     dtype : torch.dtype
     free_bits : float or None
         Free bits lambda >= 0 (nats per latent): the loss's KL term becomes
@@ -91,6 +99,7 @@ class BatchedVAE(nn.Module):
         seeds=None,
         eta_enc=1.0,
         eta_dec=1.0,
+        learn_eta_dec: bool = False,
         dtype: torch.dtype = torch.float32,
         free_bits: float | None = None,
     ):
@@ -116,6 +125,11 @@ class BatchedVAE(nn.Module):
         self.seeds = [int(s) for s in seeds]
         self.register_buffer("beta", torch.from_numpy(betas).to(dtype))
         self.register_buffer("eta_enc", _per_member("eta_enc", eta_enc, k).to(dtype))
+        if isinstance(eta_dec, str):
+            check_choice("eta_dec", eta_dec, ("learn",))
+            learn_eta_dec, eta_dec = True, 1.0
+        self.learn_eta_dec = bool(learn_eta_dec)
+        # With a learned variance, the starting value of eta_dec (the parameter is dec_logvar).
         self.register_buffer("eta_dec", _per_member("eta_dec", eta_dec, k).to(dtype))
 
         # Layout: (name, shape, fan_in, kind) with kind "w", "b" or "logvar".
@@ -138,6 +152,8 @@ class BatchedVAE(nn.Module):
         else:
             layout += [("dec_w1", (d1, h), d1, "w"), ("dec_b1", (h,), d1, "b"),
                        ("dec_w2", (h, d2), h, "w"), ("dec_b2", (d2,), h, "b")]
+        if self.learn_eta_dec:  # last, so the other parameters keep their places
+            layout += [("dec_logvar", (1,), 1, "dec_logvar")]
         self.layout = layout
         self.sizes = [math.prod(shape) for _, shape, _, _ in layout]
         self.n_params = sum(self.sizes)
@@ -145,10 +161,13 @@ class BatchedVAE(nn.Module):
         self.reset_parameters()
 
     # ------------------------------------------------------------------ parameters
-    def _init_row(self, seed: int, eta_enc: float) -> torch.Tensor:
+    def _init_row(self, seed: int, eta_enc: float, eta_dec: float) -> torch.Tensor:
         g = torch.Generator().manual_seed(member_seed(seed, _INIT_STREAM))
         parts = []
         for (_, _shape, fan_in, kind), size in zip(self.layout, self.sizes, strict=True):
+            if kind == "dec_logvar":
+                parts.append(torch.full((size,), 2.0 * math.log(eta_dec), dtype=torch.float64))
+                continue
             if kind == "logvar":
                 parts.append(torch.full((size,), 2.0 * math.log(eta_enc), dtype=torch.float64))
                 continue
@@ -163,7 +182,9 @@ class BatchedVAE(nn.Module):
     def reset_parameters(self) -> None:
         """Initialise every member from its own seed (independent of K and beta)."""
         eta = self.eta_enc.double().cpu().numpy()
-        rows = [self._init_row(s, float(e)) for s, e in zip(self.seeds, eta, strict=True)]
+        eta_d = self.eta_dec.double().cpu().numpy()
+        rows = [self._init_row(s, float(e), float(d))
+                for s, e, d in zip(self.seeds, eta, eta_d, strict=True)]
         self.flat.copy_(torch.stack(rows).to(self.flat))
 
     def params(self, flat: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -201,6 +222,7 @@ class BatchedVAE(nn.Module):
             "eta_dec": self.eta_dec.double().cpu().tolist(),
             "dtype": str(self.dtype).removeprefix("torch."),
             **({} if self.free_bits is None else {"free_bits": self.free_bits}),
+            **({"learn_eta_dec": True} if self.learn_eta_dec else {}),
         }
 
     @classmethod
@@ -221,6 +243,14 @@ class BatchedVAE(nn.Module):
             out.flat.copy_(self.flat[idx])
         return out
 
+    def dec_var(self, p=None) -> torch.Tensor:
+        """v = eta_dec^2 of each member (K,): the learned one (from the named parameters
+        ``p``, default the model's) or the fixed one."""
+        if not self.learn_eta_dec:
+            return self.eta_dec**2
+        p = self.params() if p is None else p
+        return torch.exp(p["dec_logvar"][:, 0])
+
     def weight_norms(self) -> dict[str, torch.Tensor]:
         """Frobenius norms (K,) of the encoder (mean), sigma and decoder weights (no biases)."""
         p = self.params()
@@ -234,15 +264,15 @@ class BatchedVAE(nn.Module):
     def linear_factors(self) -> dict[str, np.ndarray]:
         """Theory parameters of linear members, float64 numpy, per member.
 
-        Returns U (K, d2, d1), W (K, d0, d1), b_e (K, d1), b_d (K, d2) and, when Sigma does not
-        depend on x, sigma2 (K, d1).
+        Returns U (K, d2, d1), W (K, d0, d1), b_e (K, d1), b_d (K, d2), eta_dec2 (K,) (the
+        learned or fixed v) and, when Sigma does not depend on x, sigma2 (K, d1).
         """
         if not self.is_linear:
             raise ValueError("linear_factors needs encoder and decoder 'linear'; "
                              f"this model has {self.encoder}/{self.decoder}")
         p = {k: v.detach().double().cpu().numpy() for k, v in self.params().items()}
         out = {"U": np.swapaxes(p["dec_w"], 1, 2), "W": p["enc_w"], "b_e": p["enc_b"],
-               "b_d": p["dec_b"]}
+               "b_d": p["dec_b"], "eta_dec2": self.dec_var().detach().double().cpu().numpy()}
         if not self.sigma_depends_on_x:
             out["sigma2"] = np.exp(self.const_logvar(self.params()).detach().double()
                                    .cpu().numpy()[:, 0, :])

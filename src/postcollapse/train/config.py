@@ -14,6 +14,7 @@ import numpy as np
 
 from postcollapse._checks import check_betas, check_choice, check_int_at_least, check_positive
 from postcollapse.models.kinds import ARCHITECTURES, SIGMA_KINDS
+from postcollapse.theory.spectrum import LEARN, check_eta_dec
 
 __all__ = ["SweepConfig", "OPTIMIZERS", "LOSS_PATHS", "DTYPES", "DEFAULT_STEPS", "parse_model",
            "FREE_BITS_MODES"]
@@ -89,7 +90,7 @@ class SweepConfig:
     dtype: str = "float32"
     tol: float | None = None
     eta_enc: float = 1.0
-    eta_dec: float = 1.0
+    eta_dec: float | str = 1.0
     out: object = None
     resume: bool = False
     progress: bool = False
@@ -122,7 +123,7 @@ class SweepConfig:
         put("hidden", check_int_at_least("hidden", self.hidden, 1))
         put("lr", check_positive("lr", self.lr))
         put("eta_enc", check_positive("eta_enc", self.eta_enc))
-        put("eta_dec", check_positive("eta_dec", self.eta_dec))
+        put("eta_dec", check_eta_dec(self.eta_dec))
         put("eval_samples", check_int_at_least("eval_samples", self.eval_samples, 1))
         put("betas", tuple(check_betas(self.betas).tolist()))
         put("seeds", _seeds(self.seeds))
@@ -156,6 +157,9 @@ class SweepConfig:
             if self.sigma not in ("learnable",):
                 raise ValueError("levels=2 takes its level-1 variance from sigma1 (fixed) or "
                                  "learns it; leave sigma at 'learnable'")
+        if (self.levels == 2 or self.free_bits is not None) and self.eta_dec == "learn":
+            raise ValueError("eta_dec 'learn' is for the one-level VAE without free bits; "
+                             "give a number with levels=2 or free_bits")
         if self.free_bits is not None:
             from postcollapse.theory.freebits import check_free_bits
 
@@ -192,6 +196,11 @@ class SweepConfig:
             raise ValueError("resume=True needs out (the folder of the interrupted sweep)")
 
     # ------------------------------------------------------------------ derived
+    @property
+    def learn_eta_dec(self) -> bool:
+        """True when the decoder variance is learned (``eta_dec="learn"``)."""
+        return self.eta_dec == LEARN
+
     @property
     def exact(self) -> bool:
         """True when the reconstruction expectation is exact (a linear decoder; with two

@@ -20,7 +20,7 @@ import torch
 
 from postcollapse._checks import ACTIVE_VAR_THRESHOLD
 from postcollapse.train.data import Objective, torch_dtype
-from postcollapse.train.evaluate import EVAL_STREAM, member_rows, sweep_theory
+from postcollapse.train.evaluate import EVAL_STREAM, member_rows, start_eta_dec, sweep_theory
 
 __all__ = ["FAMILIES", "VAEFamily", "FreeBitsFamily", "HierarchicalFamily",
            "HierarchicalObjective", "SNR_THRESHOLD"]
@@ -31,7 +31,7 @@ SNR_THRESHOLD = 1e-3  # a mode "carries signal" when its snr exceeds this
 class VAEFamily:
     """The one-level VAE of the paper."""
 
-    def build(self, config, summary: dict, device):
+    def build(self, config, summary: dict, device, mom):
         from postcollapse.models import BatchedVAE
 
         members = config.members
@@ -39,7 +39,8 @@ class VAEFamily:
                           betas=[b for b, _ in members], encoder=config.encoder,
                           decoder=config.decoder, sigma=config.sigma, hidden=config.hidden,
                           seeds=[s for _, s in members], eta_enc=config.eta_enc,
-                          eta_dec=config.eta_dec, dtype=torch_dtype(config.dtype),
+                          eta_dec=start_eta_dec(mom, config),
+                          learn_eta_dec=config.learn_eta_dec, dtype=torch_dtype(config.dtype),
                           **self.model_options(config)).to(device)
 
     def model_options(self, config) -> dict:
@@ -152,7 +153,7 @@ class HierarchicalObjective:
 class HierarchicalFamily:
     """The two-level VAE (``levels=2``)."""
 
-    def build(self, config, summary: dict, device):
+    def build(self, config, summary: dict, device, mom):
         from postcollapse.models import BatchedHierarchicalVAE
 
         members = config.members

@@ -26,7 +26,8 @@ def result_columns(latent_dim: int) -> list[str]:
             + [f"sigma_{i + 1}" for i in range(latent_dim)]
             + [f"kl_{i + 1}" for i in range(latent_dim)]
             + ["converged", "diverged", "steps", "enc_norm", "sigma_norm", "dec_norm",
-               "wall_time", "theory_loss", "theory_active", "theory_gap", "active_modes"])
+               "wall_time", "theory_loss", "theory_active", "theory_gap", "active_modes",
+               "eta_dec", "nll"])
 
 
 def parse_cell(text: str):
@@ -126,6 +127,18 @@ class SweepResult:
         atomic_write_json(out_dir / "sweep.json", {**self.summary(), "fingerprint": fingerprint})
 
 
+def _fill_eta_dec(row: dict, eta_dec, d2) -> None:
+    """Give a row of a results.csv written before the eta_dec / nll columns existed (always a
+    fixed eta_dec) those columns: eta_dec from the config, nll = loss + (d2/2) log(2 pi v)."""
+    if "eta_dec" in row and "nll" in row:
+        return
+    eta = float(eta_dec) if not isinstance(eta_dec, str) else float("nan")
+    row.setdefault("eta_dec", eta)
+    nan = d2 is None or not np.isfinite(eta)
+    row.setdefault("nll", float("nan") if nan
+                   else row["loss"] + 0.5 * int(d2) * float(np.log(2.0 * np.pi * eta * eta)))
+
+
 def load_sweep(out_dir) -> SweepResult:
     """Reload a finished sweep from its folder (results.csv, sweep.json, model.pt)."""
     import torch
@@ -140,9 +153,11 @@ def load_sweep(out_dir) -> SweepResult:
     summary = json.loads((out_dir / "sweep.json").read_text())
     with open(out_dir / "results.csv", newline="") as fh:
         rows = [{k: parse_cell(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+    d2 = summary.get("data", {}).get("d2")
     for r in rows:
         for key in ("beta", "loss", "rec", "kl"):
             r[key] = float(r[key])
+        _fill_eta_dec(r, summary["config"].get("eta_dec", 1.0), d2)
     model = None
     if (out_dir / "model.pt").exists():
         ck = torch.load(out_dir / "model.pt", map_location="cpu", weights_only=False)

@@ -37,7 +37,7 @@ def sweep(
     dtype="float32",
     tol: float | None = None,
     eta_enc: float = 1.0,
-    eta_dec: float = 1.0,
+    eta_dec: float | str = 1.0,
     out=None,
     resume: bool = False,
     progress: bool = False,
@@ -92,7 +92,13 @@ def sweep(
         Convergence tolerance on the relative change of the loss: for Adam, of its mean over
         ``check_every`` steps, twice in a row (default 1e-6); for L-BFGS, of one iteration,
         three times in a row (default 1e-12 in float64, 1e-7 in float32). 0 disables.
-    eta_enc, eta_dec : float
+    eta_enc : float
+    eta_dec : float or "learn"
+        Decoder standard deviation, or ``"learn"``: each member learns log eta_dec^2 (started
+        at the variance of the fully collapsed model, tr Cov(y) / d2) and the trained
+        objective is the per-example beta-NLL, L_VAE + (d2/2) log(2 pi eta_dec^2). The rows'
+        ``eta_dec`` is then the learned value; ``loss`` stays L_VAE at that eta_dec and
+        ``nll`` adds the normaliser (docs/THEORY.md, learned decoder variance).
     out : path, optional
         Folder for results.csv, sweep.json, model.pt and, while training, checkpoint.pt.
     resume : bool
@@ -166,7 +172,7 @@ def run_sweep(data, config: SweepConfig, *,
     mom = Moments.from_arrays(x, y)
     theory = family.theory(mom, config)
     members = config.members
-    net = family.build(config, summary, dev)
+    net = family.build(config, summary, dev, mom)
     objective = family.objective(net, config, x, y, mom)
     saved = checkpoint.restore(net) if config.resume else None
     trainer = TRAINERS[config.optimizer](net, objective, config, moments=mom, saved=saved)
