@@ -49,7 +49,7 @@ class ExtensionPanel:
 def extensions_figure(panels: Sequence[ExtensionPanel], *, title: str = ""):
     """One row of two panels per data set (module docstring); returns a Figure."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import MaxNLocator, NullFormatter
 
     fig = Figure(figsize=(12.0, 3.9 * len(panels) + 0.4), layout="constrained")
     axes = fig.subplots(len(panels), 2, squeeze=False)
@@ -87,9 +87,10 @@ def extensions_figure(panels: Sequence[ExtensionPanel], *, title: str = ""):
                           fontsize=7, color="0.3")
         ax_f.set_title(f"{p.data}: free bits, $\\lambda$ = {p.free_bits:g} nats, "
                        f"$d_1$ = {p.latent_dim}", fontsize=10)
-        ax_f.legend(fontsize=8, loc="lower left")
+        ax_f.legend(fontsize=8, loc="lower right")
         for ax in (ax_h, ax_f):
             ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
     return fig
