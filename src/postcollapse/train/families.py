@@ -25,7 +25,7 @@ from postcollapse.train.evaluate import EVAL_STREAM, member_rows, start_eta_dec,
 __all__ = ["FAMILIES", "VAEFamily", "FreeBitsFamily", "HierarchicalFamily",
            "HierarchicalObjective", "SNR_THRESHOLD"]
 
-SNR_THRESHOLD = 1e-3  # a mode "carries signal" when its snr exceeds this
+SNR_THRESHOLD = 1e-2  # a mode "carries signal" when its snr exceeds this
 
 
 class VAEFamily:
