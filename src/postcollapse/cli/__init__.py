@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, OSError, EOFError) as exc:
         print(f"postcollapse {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except MemoryError as exc:  # a last line of defence; readers refuse huge headers first
+        detail = f" ({_one_line(exc)})" if str(exc) else ""
+        print(f"postcollapse {args.command}: error: out of memory{detail}; use smaller "
+              "data, a memory-mapped .npy, or a machine with more memory", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"postcollapse {args.command}: interrupted", file=sys.stderr)
         return 130

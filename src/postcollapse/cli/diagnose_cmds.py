@@ -192,7 +192,15 @@ def cmd_diagnose(args) -> int:
     return 0
 
 
-def _list_conventions() -> int:
+def _list_conventions(*, as_json: bool = False) -> int:
+    if as_json:  # --json: one JSON list, as every other --json output is one JSON value
+        rows = [{"name": c.name, "library": c.library, "loss": c.loss, "recon": c.recon,
+                 "bernoulli": bool(c.bernoulli), "parameters": list(c.weights),
+                 "defaults": dict(c.defaults or {}), "source": c.source, "note": c.note}
+                for c in LOSS_CONVENTIONS.values()]
+        json.dump(rows, sys.stdout, default=str)
+        sys.stdout.write("\n")
+        return 0
     for c in LOSS_CONVENTIONS.values():
         params = ", ".join(
             f"{k}={(c.defaults or {}).get(k, 'required')}" for k in c.weights
@@ -210,7 +218,7 @@ def cmd_effective_beta(args) -> int:
     from postcollapse.diagnostics import effective_beta
 
     if args.list_conventions:
-        return _list_conventions()
+        return _list_conventions(as_json=args.json)
     if args.convention is None and (args.recon is None or args.kl is None):
         raise ValueError(
             "pass --recon and --kl, or --convention NAME (see --list-conventions)"

@@ -53,6 +53,11 @@ def _validate(args):
             f"--sigma {args.sigma} applies to the one-level VAE only; the two-level model "
             "takes --sigma1 and free bits need a learnable Sigma"
         )
+    if args.eta_dec == "learn":
+        raise ValueError(
+            "--eta-dec learn applies to the one-level VAE only; give --eta-dec a number "
+            "> 0 with --levels 2 or --free-bits"
+        )
     out = {
         "latent_dim": check_int_at_least("--latent-dim", args.latent_dim, 1),
         "beta": check_positive("--beta", args.beta),
@@ -73,11 +78,8 @@ def _validate(args):
 
         try:
             out["lam"] = check_free_bits(args.free_bits)
-        except ValueError:
-            raise ValueError(
-                f"--free-bits must be a finite number >= 0 (nats per latent), "
-                f"got {args.free_bits:g}"
-            ) from None
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("free bits lambda", "--free-bits", 1)) from None
     if args.save is not None and not str(args.save).endswith(".npz"):
         raise ValueError(f"--save must name a .npz file, got {args.save!r}")
     return out

@@ -202,8 +202,9 @@ def cmd_thresholds(args) -> int:
         lines.append(f"eta_dec    {eta_dec:g}   (beta_i* = zeta_i^2 / eta_dec^2; mode i "
                      "collapses iff beta >= beta_i*)")
     if keep is not None:
+        upper = f" < {keep[1]:.6g}" if np.isfinite(keep[1]) else ""  # no "< inf" in the text
         lines.append(f"keep       exactly {args.keep} mode(s) survive for "
-                     f"{keep[0]:.6g} <= beta < {keep[1]:.6g}")
+                     f"{keep[0]:.6g} <= beta{upper}")
     lines.append("")
     lines.append(f"{'mode':>5}  {'zeta':>12}  {'zeta^2':>12}  {'beta*':>12}")
     for i in range(k):

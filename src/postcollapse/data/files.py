@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import math
 import os
 import re
 import warnings
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from postcollapse._checks import check_2d, check_finite_array
+from postcollapse._checks import check_2d, check_finite_array, check_same_rows
 
 __all__ = [
     "read_array",
@@ -35,6 +36,8 @@ __all__ = [
     "load_idx",
     "find_idx_images",
     "check_finite_chunked",
+    "check_npy_header",
+    "read_npz_member",
     "count_nonfinite",
 ]
 
@@ -138,6 +141,9 @@ def read_npy(path, *, mmap: bool = True, check_finite: bool = True) -> np.ndarra
     """
     path = _as_path(path)
     name = str(path)
+    if not path.is_dir():
+        with open(path, "rb") as fh:
+            check_npy_header(name, fh, path.stat().st_size)
     try:
         a = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as exc:
@@ -152,11 +158,66 @@ def read_npy(path, *, mmap: bool = True, check_finite: bool = True) -> np.ndarra
     return _finish(name, a, check_finite=check_finite)
 
 
-def _npz_array(path: Path, npz, key: str) -> np.ndarray:
+def check_npy_header(name: str, fh, n_bytes: int) -> None:
+    """Refuse a ``.npy`` stream whose header declares more data than its ``n_bytes`` hold.
+
+    Reads only the header from the binary file object ``fh`` (left positioned after it), so
+    a tiny file claiming 10^12 rows is refused before any allocation. A header numpy cannot
+    parse and an object dtype (it would need unpickling) are refused here too.
+    """
     try:
-        return npz[key]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version in ((2, 0), (3, 0)):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            return
+    except (OSError, EOFError):
+        raise ValueError(f"cannot read {name} as .npy: the file ends inside its header") from None
+    except Exception as exc:  # noqa: BLE001 - numpy's header parser (tokenize, ast) on
+        # untrusted bytes raises ValueError, SyntaxError, tokenize.TokenError, ...
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise ValueError(f"cannot read {name} as .npy (corrupt header): {reason}") from None
+    if dtype.hasobject:
+        raise ValueError(
+            f"cannot read {name} as .npy: it holds Python objects (dtype {dtype}), which "
+            "would need unpickling (never done here); save a numeric array"
+        )
+    need = math.prod(int(v) for v in shape) * dtype.itemsize
+    have = n_bytes - fh.tell()
+    if need > have:
+        raise ValueError(
+            f"cannot read {name} as .npy (truncated or corrupt): its header declares shape "
+            f"{tuple(shape)} of {dtype} ({need} bytes) but it holds {max(have, 0)} data bytes"
+        )
+
+
+def read_npz_member(path, npz, key: str) -> np.ndarray:
+    """Array ``key`` of an open ``np.load``-ed .npz, header checked before reading.
+
+    Raises ``ValueError`` (one line, naming ``path`` and ``key``) for a member whose header
+    declares more data than it holds, an object dtype, a corrupt header or a member that
+    is not a .npy array.
+    """
+    member = key + ".npy"
+    try:
+        info = npz.zip.getinfo(member)
+    except KeyError:
+        info = None
+    if info is not None:
+        try:
+            with npz.zip.open(member) as fh:
+                check_npy_header(f"{path}['{key}']", fh, info.file_size)
+        except (OSError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:
+            raise ValueError(f"cannot read array {key!r} of {path}: {exc}") from None
+    try:
+        a = npz[key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:
         raise ValueError(f"cannot read array {key!r} of {path}: {exc}") from None
+    if not isinstance(a, np.ndarray):  # a member that is not in .npy format: raw bytes
+        raise ValueError(f"cannot read array {key!r} of {path}: its member is not a .npy array")
+    return a
 
 
 def read_npz(path, *, check_finite: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
@@ -170,7 +231,7 @@ def read_npz(path, *, check_finite: bool = True) -> tuple[np.ndarray, np.ndarray
     path = _as_path(path)
     try:
         npz = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:
         if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
             raise
         raise ValueError(f"cannot read {path} as .npz: {exc}") from None
@@ -183,10 +244,11 @@ def read_npz(path, *, check_finite: bool = True) -> tuple[np.ndarray, np.ndarray
                 f"{path} holds no array 'x' (found: {', '.join(keys) or 'nothing'}); "
                 "save with np.savez(path, x=inputs, y=targets)"
             )
-        x = _finish(f"{path}['x']", _npz_array(path, npz, "x"), check_finite=check_finite)
+        x = _finish(f"{path}['x']", read_npz_member(path, npz, "x"), check_finite=check_finite)
         y = None
         if "y" in keys:
-            y = _finish(f"{path}['y']", _npz_array(path, npz, "y"), check_finite=check_finite)
+            y = _finish(f"{path}['y']", read_npz_member(path, npz, "y"), check_finite=check_finite)
+            check_same_rows(x, y, x_name=f"{path}['x']", y_name=f"{path}['y']")
     return x, y
 
 
@@ -220,6 +282,10 @@ def read_csv(path, *, delimiter: str = ",", check_finite: bool = True) -> np.nda
         raise ValueError(
             f"cannot read {name} as text CSV: {exc.reason} at byte {exc.start}"
         ) from None
+    if text.startswith("\ufeff"):  # a UTF-8 byte-order mark (Excel's "CSV UTF-8")
+        text = text[1:]
+    if "\x00" in text:
+        raise ValueError(f"{name} holds NUL bytes: it is a binary file, not a text CSV")
     lines = text.splitlines()
     first = 0
     while first < len(lines) and not lines[first].strip():
@@ -232,7 +298,8 @@ def read_csv(path, *, delimiter: str = ",", check_finite: bool = True) -> np.nda
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
             a = np.loadtxt(
-                io.StringIO(text), delimiter=delimiter, skiprows=skip, dtype=np.float64, ndmin=2
+                io.StringIO("\n".join(lines)),  # any line ending (\n, \r\n, \r)
+                delimiter=delimiter, skiprows=skip, dtype=np.float64, ndmin=2, quotechar='"',
             )
     except ValueError:
         a = None
@@ -266,6 +333,20 @@ def _raise_csv_problem(name, lines, skip, delimiter, n_header_cols):
 
 
 # ---------------------------------------------------------------------------- IDX
+
+
+def _read_at_most(fh, n: int, *, block: int = 1 << 24) -> bytes:
+    """Up to ``n`` bytes of ``fh``, read in blocks: memory grows with the bytes actually
+    there, never with ``n`` (an IDX header may claim far more than the file holds)."""
+    parts = []
+    left = n
+    while left > 0:
+        part = fh.read(min(left, block))
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
 
 
 def _open_maybe_gzip(path: Path):
@@ -312,8 +393,8 @@ def load_idx(path, *, scale: bool = True, flatten: bool = True) -> np.ndarray:
             if len(raw_dims) < 4 * ndim:
                 raise ValueError(f"{name} is truncated: the IDX header is incomplete")
             dims = tuple(int(v) for v in np.frombuffer(raw_dims, dtype=">u4"))
-            expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-            data = fh.read(expected + 1)
+            expected = math.prod(dims) * dtype.itemsize  # exact (Python ints never overflow)
+            data = _read_at_most(fh, expected + 1)
     except (EOFError, gzip.BadGzipFile, zipfile.BadZipFile) as exc:
         raise ValueError(f"{name} is truncated or a corrupt gzip file: {exc}") from None
     except OSError as exc:

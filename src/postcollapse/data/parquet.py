@@ -152,7 +152,8 @@ def parquet_source(spec, *, columns=None, target_columns=None) -> ParquetSource:
         try:
             pf = pq.ParquetFile(f)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types
-            raise ValueError(f"cannot read {f} as Parquet: {exc}") from None
+            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise ValueError(f"cannot read {f} as Parquet: {reason}") from None
         schema = pf.schema_arrow
         names = list(schema.names)
         for c in (columns or ()) + (target_columns or ()):
@@ -200,10 +201,16 @@ def read_row_group(group: RowGroup, columns) -> np.ndarray:
     import pyarrow as pa
 
     pq = _pq()
-    table = pq.ParquetFile(group.path).read_row_group(group.index, columns=list(columns))
     out = np.empty((group.n_rows, len(columns)), dtype=np.float64)
-    for j, c in enumerate(columns):  # nulls become NaN (and are reported as empty cells)
-        out[:, j] = table.column(c).cast(pa.float64()).to_numpy(zero_copy_only=False)
+    try:
+        table = pq.ParquetFile(group.path).read_row_group(group.index, columns=list(columns))
+        for j, c in enumerate(columns):  # nulls become NaN (and are reported as empty cells)
+            out[:, j] = table.column(c).cast(pa.float64()).to_numpy(zero_copy_only=False)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types on corrupt files
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ValueError(
+            f"cannot read row group {group.index} of {group.path} (corrupt Parquet?): {reason}"
+        ) from None
     bad = ~np.isfinite(out)
     if bad.any():
         r, j = (int(v) for v in np.argwhere(bad)[0])

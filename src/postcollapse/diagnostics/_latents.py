@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from postcollapse._checks import check_2d, check_finite_array
+from postcollapse.data.files import read_npz_member
 
 __all__ = ["load_latents"]
 
@@ -78,8 +79,8 @@ def _load_npz(path: Path):
                     f"{', '.join(keys) or 'nothing'}); save with np.savez(..., mu=mu, "
                     "logvar=logvar)"
                 )
-            return np.asarray(f["mu"]), np.asarray(f["logvar"])
-    except (zipfile.BadZipFile, EOFError) as exc:
+            return read_npz_member(path, f, "mu"), read_npz_member(path, f, "logvar")
+    except (zipfile.BadZipFile, EOFError, NotImplementedError) as exc:
         raise ValueError(f"{path.name} is not a readable .npz file ({exc})") from None
 
 

@@ -200,7 +200,7 @@ def _cached_samples(ctx: RunContext, cfg: FigureConfig, cache: Path, betas):
     as many images per beta as ``cfg`` asks for; else None."""
     if not cache.exists():
         return None
-    with np.load(cache) as z:
+    with np.load(cache, allow_pickle=False) as z:
         fresh = (set(z.files) >= {"betas", "images", "active", "train_seconds", "device"}
                  and z["betas"].shape == betas.shape and np.allclose(z["betas"], betas)
                  and z["images"].shape[1] == cfg.n_images)

@@ -157,7 +157,7 @@ def _load_model(path: Path) -> dict | None:
 
     if not path.exists():
         return None
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
     return {"config": ck["config"], "flat": ck["flat"].numpy()}
 
 

@@ -46,6 +46,11 @@ __all__ = [
 FREEBITS_REGIMES = ("aligned", "all pinned", "mixed")
 
 
+# Largest free-bits level accepted, in nats per latent: exp(2 lambda) and the products the
+# closed forms take with it stay finite in float64 (exp(2 * 354) is the limit).
+MAX_FREE_BITS = 300.0
+
+
 def check_free_bits(lam) -> float:
     """Return the free-bits level lambda as a float, or raise unless it is finite and >= 0."""
     if isinstance(lam, bool) or not isinstance(lam, int | float | np.integer | np.floating):
@@ -53,6 +58,11 @@ def check_free_bits(lam) -> float:
     lam = float(lam)
     if not np.isfinite(lam) or lam < 0:
         raise ValueError(f"free bits lambda must be a finite number >= 0 (nats), got {lam:g}")
+    if lam > MAX_FREE_BITS:
+        raise ValueError(
+            f"free bits lambda = {lam:g} nats per latent is out of range: the optimum needs "
+            f"exp(2 lambda), which overflows float64; use lambda <= {MAX_FREE_BITS:g}"
+        )
     return lam
 
 
