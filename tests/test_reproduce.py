@@ -204,7 +204,10 @@ def _check_outputs(out: Path, summary: dict) -> None:
     html = (out / "report.html").read_text()
     assert summary == json.loads((out / "summary.json").read_text())
     assert "How observed collapse is read" in report and "Burda" in report
-    assert html.count('src="data:image/png;base64,') == len(summary["figures"])
+    ext = summary.get("extensions")
+    assert html.count('src="data:image/png;base64,') == len(summary["figures"]) + bool(ext)
+    for rel in (ext or {}).get("files", []):
+        assert (out / rel).is_file(), rel
     for f in summary["figures"]:
         for rel in f["files"]:
             assert (out / rel).is_file(), rel

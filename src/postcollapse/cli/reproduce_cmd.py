@@ -132,4 +132,9 @@ def summary_lines(summary) -> list[str]:
         else:
             line = f"{f.name}: active units {f.observed_active} vs theory {f.theory_modes}"
         lines.append(line)
+    ext = getattr(summary, "extensions", None)
+    if ext is not None:
+        gh, gf = ext.max_gap
+        lines.append(f"ext: two levels and free bits (linear), largest loss gap {gh:.2e} "
+                     f"and {gf:.2e}")
     return lines

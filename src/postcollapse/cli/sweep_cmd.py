@@ -105,7 +105,34 @@ def register(subparsers) -> None:
                         "convergence check)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     add_cluster_options(p, sweep=True)
+    add_extension_options(p)
     p.set_defaults(func=run)
+
+
+def add_extension_options(p) -> None:
+    """--levels 2 (--beta2, --latent-dim2, --sigma1) and --free-bits (--free-bits-mode)."""
+    from postcollapse.cli.extensions_cmds import add_arguments
+    from postcollapse.train.config import FREE_BITS_MODES
+
+    add_arguments(p)
+    p.add_argument("--free-bits-mode", default="dataset", choices=FREE_BITS_MODES,
+                   help="dataset: max(LAMBDA, KL_j) of KL_j averaged over the whole data "
+                        "(the theory's objective, full batch only); batch: max applied to "
+                        "each minibatch's average (what minibatch training optimises)")
+
+
+def extension_kwargs(args) -> dict:
+    """The two-level / free-bits options of the sweep call (empty when none was given)."""
+    out = {}
+    if args.levels != 1 or any(getattr(args, n) is not None
+                               for n in ("beta2", "latent_dim2", "sigma1")):
+        out.update(levels=args.levels, beta2=args.beta2, latent_dim2=args.latent_dim2,
+                   sigma1=args.sigma1)
+    if args.free_bits is not None:
+        out.update(free_bits=args.free_bits, free_bits_mode=args.free_bits_mode)
+    elif args.free_bits_mode != "dataset":
+        raise ValueError("--free-bits-mode needs --free-bits LAMBDA")
+    return out
 
 
 def _default_betas(data, target, latent_dim: int, eta_dec, sigma: str = "learnable"
@@ -158,6 +185,7 @@ def _run(args: argparse.Namespace, sweep, **extra) -> int:
             optimizer=args.optimizer, device=args.device, dtype=args.dtype, tol=args.tol,
             eta_enc=args.eta_enc, eta_dec=args.eta_dec, out=args.out, resume=args.resume,
             progress=not args.quiet, checkpoint_seconds=args.checkpoint_seconds, **extra,
+            **extension_kwargs(args),
         )
     except KeyboardInterrupt as exc:
         msg = str(exc) or "interrupted"

@@ -9,6 +9,8 @@
   :func:`mutual_information` (torch): per-dimension KL, active units, (epsilon, delta)
   collapse rate, sigma statistics and an MI estimate from encoder outputs (mu, logvar).
 - :func:`gap_to_optimum`, :func:`compare_active_modes`: a trained model against theory.
+- :func:`mode_signal` (numpy): the posterior mean's signal along each data mode, the
+  collapse diagnostic that still works under free bits (where per-latent KL does not).
 - :func:`load_latents`: (mu, logvar) from an .npz or .csv file (the ``diagnose`` command).
 
 The torch-based names are imported on first use, so ``effective_beta`` stays light.
@@ -39,6 +41,7 @@ from postcollapse.diagnostics._gap import (
     gap_to_optimum,
 )
 from postcollapse.diagnostics._latents import load_latents
+from postcollapse.diagnostics._modes import ModeSignal, mode_signal
 
 _LAZY = {
     "CollapseMonitor": "_monitor",
@@ -58,6 +61,7 @@ __all__ = [
     "ActiveComparison",
     "BernoulliDecoderError",
     "LossConvention",
+    "ModeSignal",
     "CollapseMonitor",
     "CollapseSummary",
     "EffectiveBeta",
@@ -69,6 +73,7 @@ __all__ = [
     "gap_to_optimum",
     "kl_per_dim",
     "load_latents",
+    "mode_signal",
     "mutual_information",
     "predict_modes",
 ]

@@ -7,7 +7,10 @@
 ``kl_dims`` splits ``kl`` over the latent dimensions. When the model learns its decoder
 variance v = eta_dec^2 (``model.learn_eta_dec``), ``rec`` also holds the Gaussian normaliser
 (d2/2) log(2 pi v), so ``loss`` is the per-example beta-NLL (without it v would run off to
-infinity). Three estimators:
+infinity). Under free bits (a model with ``free_bits`` = lambda)
+``loss = rec + beta * sum_j max(lambda, kl_dims_j)``, the KL of each latent averaged over
+the rows the loss sees (a full batch: the data set, as the theory assumes; a minibatch:
+the variant trained in practice). Three estimators:
 
 - :func:`exact_loss`: the decoder is linear, so E_eps ||U(mu+eps)+b_d-y||^2 =
   ||U mu + b_d - y||^2 + sum_i sigma_i^2 ||U[:, i]||^2 exactly (any encoder).
@@ -32,6 +35,7 @@ __all__ = [
     "MomentTensors",
     "moment_tensors",
     "kl_dims",
+    "kl_penalty",
     "exact_loss",
     "sampled_loss",
     "moments_loss",
@@ -88,6 +92,15 @@ def kl_dims(mu: torch.Tensor, logvar: torch.Tensor, eta_enc: torch.Tensor) -> to
     return 0.5 * ((mu * mu).mean(1) * inv_e2.view(-1, 1) + var_term.mean(1))
 
 
+def kl_penalty(model, kld: torch.Tensor) -> torch.Tensor:
+    """The KL term the loss weights by beta: sum_j KL_j, or sum_j max(lambda, KL_j) under
+    free bits (``model.free_bits`` = lambda). kld (K, d1) -> (K,)."""
+    lam = getattr(model, "free_bits", None)
+    if lam is None:
+        return kld.sum(-1)
+    return kld.clamp_min(lam).sum(-1)
+
+
 def gaussian_normaliser(model, v: torch.Tensor) -> torch.Tensor:
     """(d2/2) log(2 pi v) (K,): the constant of the Gaussian NLL with variance v (K,)."""
     return 0.5 * model.d2 * (math.log(2.0 * math.pi) + torch.log(v))
@@ -100,7 +113,7 @@ def _finish(model, rec_sq: torch.Tensor, kld: torch.Tensor, p) -> LossParts:
     else:
         rec = rec_sq / (2.0 * model.eta_dec**2)
     kl = kld.sum(-1)
-    return LossParts(rec + model.beta * kl, rec, kl, kld)
+    return LossParts(rec + model.beta * kl_penalty(model, kld), rec, kl, kld)
 
 
 def _y_or_x(x, y):
@@ -220,4 +233,4 @@ def evaluate_loss(
             tot += w * acc / n_eps
         tot_kl += w * parts.kl_dims.double()
     kl = tot_kl.sum(-1)
-    return LossParts(tot + model.beta.double() * kl, tot, kl, tot_kl)
+    return LossParts(tot + model.beta.double() * kl_penalty(model, tot_kl), tot, kl, tot_kl)

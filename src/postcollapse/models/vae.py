@@ -79,6 +79,10 @@ class BatchedVAE(nn.Module):
     learn_eta_dec : bool
         Learn the decoder variance, starting from ``eta_dec`` (numbers).
     dtype : torch.dtype
+    free_bits : float or None
+        Free bits lambda >= 0 (nats per latent): the loss's KL term becomes
+        sum_j max(lambda, KL_j), KL_j averaged over the rows the loss sees (see
+        ``postcollapse.models.loss``). None: the plain beta-weighted KL.
     """
 
     def __init__(
@@ -97,8 +101,14 @@ class BatchedVAE(nn.Module):
         eta_dec=1.0,
         learn_eta_dec: bool = False,
         dtype: torch.dtype = torch.float32,
+        free_bits: float | None = None,
     ):
         super().__init__()
+        if free_bits is not None:
+            from postcollapse.theory.freebits import check_free_bits
+
+            free_bits = check_free_bits(free_bits)
+        self.free_bits = free_bits
         self.d0 = check_int_at_least("d0", d0, 1)
         self.d2 = check_int_at_least("d2", d2, 1)
         self.d1 = check_int_at_least("latent_dim", latent_dim, 1)
@@ -211,6 +221,7 @@ class BatchedVAE(nn.Module):
             "eta_enc": self.eta_enc.double().cpu().tolist(),
             "eta_dec": self.eta_dec.double().cpu().tolist(),
             "dtype": str(self.dtype).removeprefix("torch."),
+            **({} if self.free_bits is None else {"free_bits": self.free_bits}),
             **({"learn_eta_dec": True} if self.learn_eta_dec else {}),
         }
 

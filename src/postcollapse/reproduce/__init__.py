@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 
 from postcollapse._checks import ACTIVE_VAR_THRESHOLD
 from postcollapse._io import atomic_write_json
+from postcollapse.reproduce.extensions import EXTENSIONS_PRESETS, extensions_section
 from postcollapse.reproduce.grids import beta_grid, sample_betas
 from postcollapse.reproduce.presets import FIGURES, PRESETS, FigureConfig, figure_config
 from postcollapse.reproduce.reading import (
@@ -93,6 +94,7 @@ def reproduce(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     trainer: Callable | None = None,
+    extensions: bool | None = None,
 ) -> ReproduceSummary:
     """Run the sweeps of the chosen figures, draw them, and write the report.
 
@@ -119,6 +121,10 @@ def reproduce(
         Trains a sweep; called as ``trainer(dataset, betas=..., model=..., out=...,
         resume=True, ...)`` like :func:`postcollapse.train.sweep` (the default), and returns
         an object with ``rows``, ``members``, ``model`` and optionally ``timing``.
+    extensions : bool, optional
+        Also run the section beyond the paper (two-level VAE and free bits, linear models;
+        :mod:`~postcollapse.reproduce.extensions`; about a minute in the quick preset).
+        Default: when ``figures`` is "all".
 
     Returns
     -------
@@ -126,6 +132,8 @@ def reproduce(
         Its :meth:`~ReproduceSummary.to_json` is the content of ``OUT/summary.json``.
     """
     names = resolve_figures(figures)
+    if extensions is None:
+        extensions = "all" in ([figures] if isinstance(figures, str) else list(figures))
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {', '.join(PRESETS[:2])}, got {preset!r}")
     if device not in DEVICES and not str(device).startswith("cuda:"):
@@ -145,6 +153,9 @@ def reproduce(
         cfg = figure_config(name, preset, seeds=seeds)
         run = samples_figure if name == "fig3" else sweep_figure
         records.append(run(ctx, cfg))
+    ext = None
+    if extensions and preset in EXTENSIONS_PRESETS:
+        ext = extensions_section(ctx, EXTENSIONS_PRESETS[preset])
     summary = ReproduceSummary(
         preset=preset,
         figures=records,
@@ -153,6 +164,7 @@ def reproduce(
         torch_threads=torch.get_num_threads(),
         wall_seconds=time.perf_counter() - t_all,
         collapse_rule=COLLAPSE_RULE,
+        extensions=ext,
     )
     atomic_write_json(out / "summary.json", summary.to_json())
     write_report(summary, out)

@@ -127,9 +127,13 @@ class ReproduceSummary:
     torch_threads: int
     wall_seconds: float
     collapse_rule: str
+    extensions: object = None  # reproduce.extensions.ExtensionsRecord, when run
 
     def to_json(self) -> dict:
         """The content of ``OUT/summary.json``."""
         head = {"preset": self.preset, "figures": [f.to_json() for f in self.figures]}
-        rest = {k: v for k, v in asdict(self).items() if k not in head}
+        skip = {*head, "extensions"}
+        rest = {k: v for k, v in asdict(self).items() if k not in skip}
+        if self.extensions is not None:
+            rest["extensions"] = self.extensions.to_json()
         return jsonable({**head, **rest})

@@ -150,6 +150,10 @@ def report_blocks(summary: ReproduceSummary) -> list[tuple]:
         blocks.append(("img", f"{f.name}/{f.name}.png", f.title))
         blocks.append(("p", _settings(f)))
         blocks.extend(_sweep_detail(f) if f.kind == "sweep" else _samples_detail(f))
+    if getattr(summary, "extensions", None) is not None:
+        from postcollapse.reproduce.extensions import extension_blocks
+
+        blocks.extend(extension_blocks(summary.extensions))
     return blocks
 
 

@@ -16,11 +16,15 @@ from postcollapse._checks import check_betas, check_choice, check_int_at_least, 
 from postcollapse.models.kinds import ARCHITECTURES, SIGMA_KINDS
 from postcollapse.theory.spectrum import LEARN, check_eta_dec
 
-__all__ = ["SweepConfig", "OPTIMIZERS", "LOSS_PATHS", "DTYPES", "DEFAULT_STEPS", "parse_model"]
+__all__ = ["SweepConfig", "OPTIMIZERS", "LOSS_PATHS", "DTYPES", "DEFAULT_STEPS", "parse_model",
+           "FREE_BITS_MODES"]
 
 OPTIMIZERS = ("adam", "lbfgs")
 LOSS_PATHS = ("auto", "moments", "data")
 DTYPES = ("float32", "float64")
+# Free bits: the max(lambda, KL_j) of KL_j averaged over the whole data set (the theory's
+# objective; needs full batch) or over each minibatch (what minibatch training optimises).
+FREE_BITS_MODES = ("dataset", "batch")
 DEFAULT_STEPS = {"adam": 5000, "lbfgs": 500}
 DEFAULT_CHECK_EVERY = {"adam": 100, "lbfgs": 1}
 _DTYPE_ALIASES = {"float32": "float32", "float64": "float64", "single": "float32",
@@ -96,6 +100,12 @@ class SweepConfig:
     checkpoint_seconds: float = 60.0
     precondition: bool | None = None
     threads: int | None = None
+    levels: int = 1
+    beta2: float | None = None
+    latent_dim2: int | None = None
+    sigma1: float | None = None
+    free_bits: float | None = None
+    free_bits_mode: str = "dataset"
     n_rows: int | None = None
     encoder: str = field(init=False)
     decoder: str = field(init=False)
@@ -123,7 +133,47 @@ class SweepConfig:
         put("dtype", _dtype_name(self.dtype))
         if self.threads is not None:
             put("threads", check_int_at_least("threads", self.threads, 1))
+        self._check_extensions(put)
         self._check_training_options(put)
+
+    def _check_extensions(self, put) -> None:
+        """Two levels (beta2, latent_dim2, sigma1) and free bits (free_bits, its mode)."""
+        put("levels", check_int_at_least("levels", self.levels, 1))
+        check_choice("free_bits_mode", self.free_bits_mode, FREE_BITS_MODES)
+        if self.levels not in (1, 2):
+            raise ValueError(f"levels must be 1 or 2, got {self.levels}")
+        if self.levels == 1:
+            for name in ("beta2", "latent_dim2", "sigma1"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} needs levels=2 (a two-level VAE)")
+        else:
+            if self.beta2 is None:
+                raise ValueError("levels=2 needs beta2 (the level-2 KL weight)")
+            put("beta2", check_positive("beta2", self.beta2))
+            put("latent_dim2", check_int_at_least(
+                "latent_dim2", self.latent_dim if self.latent_dim2 is None else self.latent_dim2,
+                1))
+            if self.sigma1 is not None:
+                put("sigma1", check_positive("sigma1", self.sigma1))
+            if self.free_bits is not None:
+                raise ValueError("free_bits is for the one-level VAE; drop it or use levels=1")
+            if self.sigma not in ("learnable",):
+                raise ValueError("levels=2 takes its level-1 variance from sigma1 (fixed) or "
+                                 "learns it; leave sigma at 'learnable'")
+        if (self.levels == 2 or self.free_bits is not None) and self.eta_dec == "learn":
+            raise ValueError("eta_dec 'learn' is for the one-level VAE without free bits; "
+                             "give a number with levels=2 or free_bits")
+        if self.free_bits is not None:
+            from postcollapse.theory.freebits import check_free_bits
+
+            put("free_bits", check_free_bits(self.free_bits))
+
+    @property
+    def family(self) -> str:
+        """The model family: "vae", "free_bits" or "hierarchical" (``train.families``)."""
+        if self.levels == 2:
+            return "hierarchical"
+        return "vae" if self.free_bits is None else "free_bits"
 
     def _check_training_options(self, put) -> None:
         lbfgs, linear_enc = self.optimizer == "lbfgs", self.encoder == "linear"
@@ -156,8 +206,9 @@ class SweepConfig:
 
     @property
     def exact(self) -> bool:
-        """True when the reconstruction expectation is exact (a linear decoder)."""
-        return self.decoder == "linear"
+        """True when the reconstruction expectation is exact (a linear decoder; with two
+        levels, also a linear level-2 encoder)."""
+        return self.decoder == "linear" and (self.levels == 1 or self.encoder == "linear")
 
     @property
     def full_batch(self) -> bool:
@@ -192,6 +243,14 @@ class SweepConfig:
         if self.optimizer == "lbfgs" and not (self.exact and full):
             raise ValueError("optimizer 'lbfgs' needs an exact loss (a linear decoder) and full "
                              "batch; use optimizer 'adam' for this model or drop batch_size")
+        if self.levels == 2:
+            moments_ok = False
+            if self.loss_path == "moments":
+                raise ValueError("loss_path 'moments' is for the one-level VAE; use 'auto' or "
+                                 "'data' with levels=2")
+        if (self.free_bits is not None and self.free_bits_mode == "dataset" and not full):
+            raise ValueError("free_bits_mode 'dataset' (KL averaged over the whole data set) "
+                             "needs full batch; drop batch_size or use free_bits_mode 'batch'")
         use_moments = moments_ok and self.loss_path in ("auto", "moments")
         return replace(self, batch_size=None if full else self.batch_size, steps=steps,
                        loss_path="moments" if use_moments else "data", n_rows=int(n_rows))
@@ -208,4 +267,15 @@ class SweepConfig:
             "eta_enc": self.eta_enc, "eta_dec": self.eta_dec, "check_every": self.check_every,
             "loss_path": self.loss_path, "eval_samples": self.eval_samples,
             "precondition": self.precondition,
+            **self.extension_record(),
         }
+
+    def extension_record(self) -> dict:
+        """The two-level / free-bits options (empty for a plain one-level sweep)."""
+        out = {}
+        if self.levels == 2:
+            out.update(levels=2, beta2=self.beta2, latent_dim2=self.latent_dim2,
+                       sigma1=self.sigma1)
+        if self.free_bits is not None:
+            out.update(free_bits=self.free_bits, free_bits_mode=self.free_bits_mode)
+        return out

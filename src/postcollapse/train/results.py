@@ -170,7 +170,12 @@ def load_sweep(out_dir) -> SweepResult:
     model = None
     if (out_dir / "model.pt").exists():
         ck = load_tensors(out_dir / "model.pt", what="sweep model")
-        model = BatchedVAE.from_config(ck["config"])
+        if ck["config"].get("levels") == 2:
+            from postcollapse.models import BatchedHierarchicalVAE
+
+            model = BatchedHierarchicalVAE.from_config(ck["config"])
+        else:
+            model = BatchedVAE.from_config(ck["config"])
         with torch.no_grad():
             model.flat.copy_(ck["flat"])
     return SweepResult(rows=rows, config=summary["config"], theory=summary["theory"],

@@ -49,6 +49,12 @@ def sweep(
     callback: Callable[[CheckInfo], None] | None = None,
     precondition: bool | None = None,
     threads: int | None = None,
+    levels: int = 1,
+    beta2: float | None = None,
+    latent_dim2: int | None = None,
+    sigma1: float | None = None,
+    free_bits: float | None = None,
+    free_bits_mode: str = "dataset",
 ) -> SweepResult:
     """Train one VAE per (beta, seed), all members together, and report each.
 
@@ -118,6 +124,26 @@ def sweep(
         torch / BLAS CPU threads while training (restored afterwards). Default: chosen
         from the work per step and the cores free now (``postcollapse.threads``): one
         thread for small models or a busy machine. The choice is in ``timing["threads"]``.
+    levels : {1, 2}
+        2: the two-level VAE ``postcollapse.models.BatchedHierarchicalVAE`` (both encoders
+        of architecture ENCODER, both decoders DECODER); theory from
+        ``theory.hierarchical_optimum``; rows gain ``active_level1``, ``active_level2``,
+        ``kl_level1``, ``kl_level2``, ``sigma2_j`` and the theory's counts.
+    beta2 : float, optional
+        The level-2 KL weight (required with ``levels=2``).
+    latent_dim2 : int, optional
+        Level-2 latent dimension (default ``latent_dim``).
+    sigma1 : float, optional
+        Fixed level-1 encoder standard deviation (None: learnable).
+    free_bits : float, optional
+        Free bits lambda >= 0 (one level): the KL term becomes sum_j max(lambda, KL_j);
+        theory from ``theory.freebits_optimum``; rows gain ``signal_i`` / ``snr_i`` (the
+        posterior mean's signal along data mode i, ``diagnostics.mode_signal``),
+        ``signal_modes`` and ``regime``.
+    free_bits_mode : {"dataset", "batch"}
+        "dataset": KL_j averaged over the whole data set before the max (the theory's
+        objective; needs full batch); "batch": the max applied to each minibatch's average
+        (what minibatch training optimises).
 
     Returns
     -------
@@ -130,18 +156,12 @@ def sweep(
 def run_sweep(data, config: SweepConfig, *,
               callback: Callable[[CheckInfo], None] | None = None) -> SweepResult:
     """:func:`sweep` with its options as a :class:`SweepConfig`."""
-    from postcollapse.models import BatchedVAE, MomentTensors
     from postcollapse.theory import Moments
     from postcollapse.threads import thread_choice, torch_threads
     from postcollapse.train.checkpoint import CHECKPOINT_VERSION, Checkpoint
-    from postcollapse.train.data import (
-        Objective,
-        data_summary,
-        resolve_data,
-        resolve_device,
-        torch_dtype,
-    )
-    from postcollapse.train.evaluate import member_rows, start_eta_dec, start_loss, sweep_theory
+    from postcollapse.train.data import data_summary, resolve_data, resolve_device
+    from postcollapse.train.evaluate import start_loss
+    from postcollapse.train.families import FAMILIES
     from postcollapse.train.loop import train
     from postcollapse.train.trainers import TRAINERS
 
@@ -159,18 +179,12 @@ def run_sweep(data, config: SweepConfig, *,
     if config.resume and checkpoint.finished():
         return load_sweep(config.out)
 
+    family = FAMILIES[config.family]
     mom = Moments.from_arrays(x, y)
-    theory = sweep_theory(mom, config)
+    theory = family.theory(mom, config)
     members = config.members
-    net = BatchedVAE(summary["d0"], summary["d2"], latent_dim=config.latent_dim,
-                     betas=[b for b, _ in members], encoder=config.encoder,
-                     decoder=config.decoder, sigma=config.sigma, hidden=config.hidden,
-                     seeds=[s for _, s in members], eta_enc=config.eta_enc,
-                     eta_dec=start_eta_dec(mom, config), learn_eta_dec=config.learn_eta_dec,
-                     dtype=torch_dtype(config.dtype)).to(dev)
-    moments = (MomentTensors.from_moments(mom, dtype=net.dtype, device=dev)
-               if config.use_moments else None)
-    objective = Objective(net, config, x, y, moments=moments)
+    net = family.build(config, summary, dev, mom)
+    objective = family.objective(net, config, x, y, mom)
     saved = checkpoint.restore(net) if config.resume else None
     # Multiply-adds per step, roughly: members x rows seen x parameters per member.
     step_rows = summary["d0"] if config.use_moments else (config.batch_size or x.shape[0])
@@ -182,7 +196,7 @@ def run_sweep(data, config: SweepConfig, *,
         train_time = train(trainer, net, steps=config.steps, check_every=config.check_every,
                            checkpoint=checkpoint, progress=config.progress,
                            hooks=[] if callback is None else [callback])
-        rows = member_rows(net, objective, config, trainer.state, theory,
+        rows = family.rows(net, objective, config, trainer.state, theory,
                            start_loss=checkpoint.extra["start_loss"])
     timing = {"train_time": train_time, "total_time": time.perf_counter() - t_start,
               "steps": int(trainer.state.step),
