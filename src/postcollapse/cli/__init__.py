@@ -29,7 +29,14 @@ COMMAND_MODULES = (
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a usage error as a single line (exit status 2)."""
+    """argparse that reports a usage error as a single line (exit status 2); multi-line
+    epilogs (examples) are printed as written."""
+
+    def __init__(self, *args, **kwargs):
+        from postcollapse.cli.helptext import HelpFormatter
+
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D102
         self.exit(2, f"{self.prog}: error: {message}\n")

@@ -45,9 +45,11 @@ def add_cluster_options(parser, *, sweep: bool = False) -> None:
     g = parser.add_argument_group("cluster (needs the scale extra: " + INSTALL_HINT + ")")
     one = g.add_mutually_exclusive_group()
     one.add_argument("--workers", type=int, default=None, metavar="N",
-                     help="run on a local Dask cluster of N single-threaded worker processes")
+                     help="run on a local Dask cluster of N single-threaded worker processes "
+                          "(default: in this process, no cluster)")
     one.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                     help="run on an existing Dask scheduler, e.g. tcp://host:8786")
+                     help="run on an existing Dask scheduler, e.g. tcp://host:8786 (default: "
+                          "none)")
     if sweep:
         g.add_argument("--cell-betas", type=int, default=None, metavar="K",
                        help="betas per cell (one seed each) on a cluster; default: all betas "

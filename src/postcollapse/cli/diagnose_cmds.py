@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 
+from postcollapse.cli.helptext import examples
 from postcollapse.diagnostics._effective_beta import (
     LOSS_CONVENTIONS,
     NEAR_THRESHOLD_MARGIN,
@@ -39,6 +40,12 @@ def register(subparsers) -> None:
             "(epsilon, delta) collapse (KL_i(x) < epsilon on >= 1 - delta of inputs), mean "
             "and std of sigma_i, and an aggregate-posterior estimate of I(x; z_i), from "
             "encoder outputs of any Gaussian-encoder VAE."
+        ),
+        epilog=examples(
+            "postcollapse diagnose --latents my_latents.npz",
+            "postcollapse diagnose --latents my_latents.csv --threshold 0.05 --json",
+            note="Save mu and logvar of your encoder on (a sample of) the data, e.g. "
+                 "np.savez('my_latents.npz', mu=mu, logvar=logvar).",
         ),
     )
     p.add_argument("--latents", required=True, metavar="FILE",
@@ -70,15 +77,13 @@ def register(subparsers) -> None:
             "or name a library's loss with --convention (--list-conventions shows them). "
             "With --data, print the thresholds zeta_i^2 and the predicted surviving modes."
         ),
-        epilog=(
-            "examples:\n"
-            "  postcollapse effective-beta --convention pythae-betavae --beta 5 --data mnist\n"
-            "  postcollapse effective-beta --convention pytorch-vae-vanilla --kld-weight "
-            "0.00025 --dim 12288\n"
-            "  postcollapse effective-beta --recon mse-mean --kl sum --kld-weight 0.01 "
-            "--data mnist --latent-dim 5 --top 8"
+        epilog=examples(
+            "postcollapse effective-beta --convention pythae-betavae --beta 5 --data mnist",
+            "postcollapse effective-beta --convention pytorch-vae-vanilla --kld-weight "
+            "0.00025 --dim 12288",
+            "postcollapse effective-beta --recon mse-mean --kl sum --kld-weight 0.01 "
+            "--data mnist --latent-dim 5 --top 8",
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--convention", default=None, metavar="NAME",
                    choices=tuple(LOSS_CONVENTIONS),
@@ -91,10 +96,11 @@ def register(subparsers) -> None:
                    choices=(*RECON_CONVENTIONS, "bce"),
                    help="squared error summed / averaged over features, or Gaussian NLL with "
                         "std --eta-dec (summed / averaged over features); 'bce' explains why "
-                        "a Bernoulli loss has no conversion (required without --convention)")
+                        "a Bernoulli loss has no conversion (required without --convention; "
+                        "no default)")
     p.add_argument("--kl", default=None, choices=KL_CONVENTIONS,
                    help="KL summed or averaged over latent dimensions (required without "
-                        "--convention)")
+                        "--convention; no default)")
     p.add_argument("--kld-weight", type=float, default=None, metavar="W",
                    help="weight of the KL term (default 1); with --convention, the "
                         "library's kld_weight (PyTorch-VAE's M_N) where it has one")
@@ -122,8 +128,10 @@ def register(subparsers) -> None:
     p.add_argument("--kl-batch", choices=BATCH_REDUCTIONS, default=None,
                    help="KL reduced over the batch by mean (default) or sum")
     p.add_argument("--batch-size", type=int, default=None, metavar="B",
-                   help="batch size; needed only when --recon-batch and --kl-batch differ")
-    p.add_argument("--data", default=None, metavar="DATA", help=_DATA_HELP)
+                   help="batch size; needed only when --recon-batch and --kl-batch differ "
+                        "(default: none)")
+    p.add_argument("--data", default=None, metavar="DATA",
+                   help=_DATA_HELP + " (default: none, only the conversion is printed)")
     p.add_argument("--top", type=int, default=None, metavar="K",
                    help="list only the K largest thresholds, in the table and in --json "
                         "(default: max(10, latent dim + 1); 0 lists all)")

@@ -19,15 +19,16 @@ def add_arguments(p) -> None:
     p.add_argument("--levels", type=int, default=1, metavar="L",
                    help="latent levels: 1 (default) or 2 (two-level linear VAE)")
     p.add_argument("--beta2", type=float, default=None, metavar="B2",
-                   help="KL weight of level 2 (needs --levels 2)")
+                   help="KL weight of level 2 (needs --levels 2; no default)")
     p.add_argument("--latent-dim2", type=int, default=None, metavar="D2",
-                   help="latent dimension of level 2 (needs --levels 2)")
+                   help="latent dimension of level 2 (needs --levels 2; no default)")
     p.add_argument("--sigma1", type=float, default=None, metavar="S1",
                    help="fixed level-1 encoder standard deviation (needs --levels 2; "
-                        "omitted: both levels' variances learnable)")
+                        "default: none, both levels' variances learnable)")
     p.add_argument("--free-bits", type=float, default=None, metavar="LAMBDA",
                    help="free bits per latent dimension in nats: KL replaced by "
-                        "sum_j max(LAMBDA, KL_j), KL averaged over the data")
+                        "sum_j max(LAMBDA, KL_j), KL averaged over the data (default: none, "
+                        "the plain KL)")
 
 
 def wants_extension(args) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from postcollapse.cli.helptext import examples
 from postcollapse.reproduce.presets import FIGURES, PRESETS
 
 __all__ = ["register", "cmd_reproduce", "summary_lines", "diverged_line", "EXIT_DIVERGED"]
@@ -30,9 +31,15 @@ def register(subparsers) -> None:
             "paper uses the paper's settings (hidden 2048 on MNIST, trained long) and is "
             "meant for a GPU."
         ),
-        epilog="Exit status: 0 when every member trained; 3 when the report was written but "
-        "some members diverged (stderr says how many); 2 for bad input or an output "
-        "folder that cannot be written (checked before training); 130 when interrupted.",
+        epilog=examples(
+            "postcollapse reproduce all --preset quick --out results/quick",
+            "postcollapse reproduce fig4 --out results/fig4          # one figure",
+            "postcollapse reproduce all --preset paper --device cuda --out results/paper",
+            note="Exit status: 0 when every member trained; 3 when the report was written "
+                 "but some members diverged (stderr says how many); 2 for bad input or an "
+                 "output folder that cannot be written (checked before training); 130 when "
+                 "interrupted.",
+        ),
     )
     p.add_argument("figure", nargs="?", default="all", choices=(*FIGURES, "all"), metavar="FIGURE",
                    help="fig1 | fig2 | fig3 | fig4 | fig5 | all (default all)")

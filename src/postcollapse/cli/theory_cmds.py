@@ -18,6 +18,7 @@ from postcollapse.cli.cluster import (
     cluster_client,
     load_moments,
 )
+from postcollapse.cli.helptext import examples
 
 __all__ = ["register", "cmd_thresholds", "cmd_optimum"]
 
@@ -46,6 +47,12 @@ def register(subparsers) -> None:
             "beta_i* = zeta_i^2 / eta_dec^2: mode i collapses at the global minimum of the "
             "linear VAE iff beta >= beta_i*."
         ),
+        epilog=examples(
+            "postcollapse thresholds mnist --top 5",
+            "postcollapse thresholds mnist --eta-dec learn --keep 2   # learned decoder variance",
+            "postcollapse thresholds x.npy --target y.npy --json      # conditional model",
+            "postcollapse thresholds shards/ --workers 2              # .npy shards on 2 workers",
+        ),
     )
     p.add_argument("data", metavar="DATA", help=_DATA_HELP)
     p.add_argument("--target", default=None, metavar="DATA|same", help=_TARGET_HELP)
@@ -66,6 +73,13 @@ def register(subparsers) -> None:
             "Closed-form global minimiser (U, W, Sigma, biases) and minimum loss of the "
             "linear (conditional) VAE on DATA at the given beta and latent dimension."
         ),
+        epilog=examples(
+            "postcollapse optimum synthetic --latent-dim 5 --beta 5 --save opt.npz",
+            "postcollapse optimum mnist --latent-dim 5 --beta 3 --eta-dec learn --json",
+            "postcollapse optimum synthetic --latent-dim 3 --beta 1 --levels 2 --beta2 2 "
+            "--latent-dim2 3 --sigma1 1",
+            "postcollapse optimum mnist --latent-dim 5 --beta 1 --free-bits 0.5 --json",
+        ),
     )
     p.add_argument("data", metavar="DATA", help=_DATA_HELP)
     p.add_argument("--latent-dim", type=int, required=True, metavar="K",
@@ -78,7 +92,8 @@ def register(subparsers) -> None:
     p.add_argument("--eta-enc", type=float, default=1.0, metavar="F",
                    help="prior standard deviation eta_enc (default 1)")
     p.add_argument("--save", default=None, metavar="FILE.npz",
-                   help="write U, W, sigma2, b_e, b_d (and lambda, theta, zeta) to FILE.npz")
+                   help="write U, W, sigma2, b_e, b_d (and lambda, theta, zeta) to FILE.npz "
+                        "(default: nothing written)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     from postcollapse.cli.extensions_cmds import add_arguments as add_extension_arguments
 
@@ -112,7 +127,8 @@ def _add_eta_dec(p) -> None:
 def _add_keep(p) -> None:
     p.add_argument("--keep", type=int, default=None, metavar="K",
                    help="also report the beta interval in which exactly K modes survive "
-                        "(lo <= beta < hi), for the given or learned eta_dec")
+                        "(lo <= beta < hi), for the given or learned eta_dec (default: not "
+                        "reported)")
 
 
 def _keep_interval(spec, keep, eta_dec) -> tuple[float, float]:
