@@ -69,7 +69,7 @@ def test_config_derives_defaults_once():
 
 def test_for_rows_fixes_batch_steps_and_loss_path():
     big_batch = SweepConfig(betas=[1.0], batch_size=500, optimizer="adam").for_rows(100)
-    assert big_batch.batch_size is None and big_batch.steps == 5000
+    assert big_batch.batch_size is None and big_batch.steps == 20000
     assert big_batch.loss_path == "moments" and big_batch.n_rows == 100
     mini = SweepConfig(betas=[1.0], batch_size=30, epochs=2, optimizer="adam").for_rows(100)
     assert (mini.batch_size, mini.steps, mini.loss_path) == (30, 6, "data")

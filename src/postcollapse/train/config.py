@@ -23,7 +23,7 @@ OPTIMIZER_CHOICES = ("auto", *OPTIMIZERS)
 LOSS_PATHS = ("auto", "moments", "data")
 DTYPES = ("float32", "float64")
 DTYPE_CHOICES = ("auto", *DTYPES)
-DEFAULT_STEPS = {"adam": 5000, "lbfgs": 2000}
+DEFAULT_STEPS = {"adam": 20000, "lbfgs": 2000}
 DEFAULT_CHECK_EVERY = {"adam": 100, "lbfgs": 1}
 _DTYPE_ALIASES = {"float32": "float32", "float64": "float64", "single": "float32",
                   "double": "float64"}

@@ -85,7 +85,7 @@ def sweep(
         Default (0,). A seed fixes the initialisation, the batch order, the training noise
         and the evaluation noise of its members (the same for every beta).
     steps, epochs : int, optional
-        Training length, the step limit (default 5000 Adam steps or 2000 L-BFGS
+        Training length, the step limit (default 20000 Adam steps or 2000 L-BFGS
         iterations). Members stop earlier when they converge.
     batch_size : int, optional
         Default: full batch.
