@@ -390,7 +390,7 @@ class BlockScaling:
         b_dec = (emm + torch.diag_embed(var)) * self.inv_e2
         out = {}
         # theta row j: curvature a_j * (U^T U / eta^2) + beta a_j / eta_enc^2 = a_j * b_enc
-        g_w = torch.linalg.solve(b_enc.unsqueeze(1), dq["enc_w"].unsqueeze(-1)).squeeze(-1)
+        g_w = torch.linalg.solve(b_enc, dq["enc_w"].transpose(1, 2)).transpose(1, 2)
         out["enc_w"] = g_w / self.a.clamp_min(1e-300).view(1, -1, 1)
         out["enc_b"] = torch.linalg.solve(b_enc, dq["enc_b"].unsqueeze(-1)).squeeze(-1)
         if "logvar" in dq:
