@@ -53,7 +53,7 @@ def eta_dec_arg(text: str):
 
 def register(subparsers) -> None:
     from postcollapse.models import SIGMA_KINDS  # torch-free: the choice lists only
-    from postcollapse.train import DTYPES, OPTIMIZERS
+    from postcollapse.train import DTYPE_CHOICES, OPTIMIZER_CHOICES
 
     p = subparsers.add_parser(
         "sweep",
@@ -86,11 +86,19 @@ def register(subparsers) -> None:
     length.add_argument("--steps", type=int, default=None)
     length.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="default: full batch")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam's initial learning rate")
+    p.add_argument("--optimizer", default="auto", choices=OPTIMIZER_CHOICES,
+                   help="default auto: lbfgs when the loss is exact (linear decoder) and the "
+                   "batch full, else adam")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
+                   help="default auto: float64 for lbfgs, float32 for adam")
     p.add_argument("--tol", type=float, default=None, help="convergence tolerance")
+    p.add_argument("--lr-decay", type=_decay, default=0.5, metavar="FACTOR",
+                   help="Adam: multiply a member's learning rate by FACTOR when its "
+                   "fixed-noise training objective plateaus ('none': fixed rate; default 0.5)")
+    p.add_argument("--patience", type=int, default=3,
+                   help="Adam: checks without improvement before the rate decays (default 3)")
     p.add_argument("--eta-enc", type=float, default=1.0)
     p.add_argument("--eta-dec", type=eta_dec_arg, default=1.0, metavar="F|learn",
                    help="decoder standard deviation (default 1), or 'learn': each member "
@@ -107,6 +115,10 @@ def register(subparsers) -> None:
     add_cluster_options(p, sweep=True)
     add_extension_options(p)
     p.set_defaults(func=run)
+
+
+def _decay(text: str):
+    return None if text.strip().lower() == "none" else float(text)
 
 
 def add_extension_options(p) -> None:
@@ -184,8 +196,8 @@ def _run(args: argparse.Namespace, sweep, **extra) -> int:
             steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             optimizer=args.optimizer, device=args.device, dtype=args.dtype, tol=args.tol,
             eta_enc=args.eta_enc, eta_dec=args.eta_dec, out=args.out, resume=args.resume,
-            progress=not args.quiet, checkpoint_seconds=args.checkpoint_seconds, **extra,
-            **extension_kwargs(args),
+            progress=not args.quiet, checkpoint_seconds=args.checkpoint_seconds,
+            lr_decay=args.lr_decay, patience=args.patience, **extra, **extension_kwargs(args),
         )
     except KeyboardInterrupt as exc:
         msg = str(exc) or "interrupted"

@@ -16,16 +16,18 @@ from postcollapse._checks import check_betas, check_choice, check_int_at_least, 
 from postcollapse.models.kinds import ARCHITECTURES, SIGMA_KINDS
 from postcollapse.theory.spectrum import LEARN, check_eta_dec
 
-__all__ = ["SweepConfig", "OPTIMIZERS", "LOSS_PATHS", "DTYPES", "DEFAULT_STEPS", "parse_model",
-           "FREE_BITS_MODES"]
+__all__ = ["SweepConfig", "OPTIMIZERS", "OPTIMIZER_CHOICES", "LOSS_PATHS", "DTYPES",
+           "DTYPE_CHOICES", "DEFAULT_STEPS", "parse_model", "FREE_BITS_MODES"]
 
 OPTIMIZERS = ("adam", "lbfgs")
+OPTIMIZER_CHOICES = ("auto", *OPTIMIZERS)
 LOSS_PATHS = ("auto", "moments", "data")
 DTYPES = ("float32", "float64")
 # Free bits: the max(lambda, KL_j) of KL_j averaged over the whole data set (the theory's
 # objective; needs full batch) or over each minibatch (what minibatch training optimises).
 FREE_BITS_MODES = ("dataset", "batch")
-DEFAULT_STEPS = {"adam": 5000, "lbfgs": 500}
+DTYPE_CHOICES = ("auto", *DTYPES)
+DEFAULT_STEPS = {"adam": 20000, "lbfgs": 2000}
 DEFAULT_CHECK_EVERY = {"adam": 100, "lbfgs": 1}
 _DTYPE_ALIASES = {"float32": "float32", "float64": "float64", "single": "float32",
                   "double": "float64"}
@@ -45,12 +47,37 @@ def parse_model(model: str) -> tuple[str, str]:
 
 
 def _dtype_name(dtype) -> str:
+    if isinstance(dtype, str) and dtype == "auto":
+        return dtype
     text = str(dtype).removeprefix("torch.")
     if not isinstance(dtype, str) and text in DTYPES:  # a torch.dtype
         return text
     if dtype not in _DTYPE_ALIASES:
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        raise ValueError(f"dtype must be 'auto', 'float32' or 'float64', got {dtype!r}")
     return _DTYPE_ALIASES[dtype]
+
+
+def _members(members) -> tuple[tuple[float, int], ...]:
+    if isinstance(members, str) or not hasattr(members, "__iter__"):
+        raise TypeError(f"members must be a sequence of (beta, seed) pairs, got {members!r}")
+    out = []
+    for i, pair in enumerate(members):
+        try:
+            beta, seed = pair
+        except (TypeError, ValueError):
+            raise TypeError(f"members[{i}] must be a (beta, seed) pair, got {pair!r}") from None
+        b = float(check_betas([beta], f"members[{i}] beta")[0])
+        out.append((b, check_int_at_least(f"members[{i}] seed", seed, 0)))
+    if not out:
+        raise ValueError("members is empty; pass at least one (beta, seed) pair")
+    if len(set(out)) != len(out):
+        dup = next(m for m in out if out.count(m) > 1)
+        raise ValueError(f"members must be distinct (beta, seed) pairs; {dup} repeats")
+    return tuple(out)
+
+
+def _unique(values) -> tuple:
+    return tuple(dict.fromkeys(values))
 
 
 def _seeds(seeds) -> tuple[int, ...]:
@@ -68,26 +95,30 @@ class SweepConfig:
     """The options of :func:`postcollapse.train.sweep` (see there for their meaning).
 
     Validated on construction. ``None`` options that do not depend on the data get their
-    defaults here (``tol``, ``check_every``, ``precondition``); ``encoder`` and ``decoder``
-    are parsed from ``model``. :meth:`for_rows` fixes the data-dependent ones and sets
-    ``n_rows`` (None until then): ``batch_size`` None means full batch, ``steps`` is the
-    step budget (also with ``epochs``) and ``loss_path`` is "moments" or "data".
+    defaults here (``tol``, ``check_every``, ``precondition``, ``block_scaling``), and "auto"
+    ``optimizer`` and ``dtype`` their choice (here, or in :meth:`for_rows` when it depends
+    on whether ``batch_size`` covers the data); ``encoder`` and ``decoder`` are parsed from
+    ``model``. :meth:`for_rows` fixes the data-dependent ones and sets ``n_rows`` (None
+    until then): ``batch_size`` None means full batch, ``steps`` is the step budget (also
+    with ``epochs``) and ``loss_path`` is "moments" or "data". ``members`` is the (beta,
+    seed) of every member (beta-major from ``betas`` x ``seeds``, or as given, and then
+    ``betas`` and ``seeds`` are the distinct values in order of appearance).
     """
 
-    betas: tuple[float, ...]
+    betas: tuple[float, ...] | None = None
     target: object = None
     model: str = "linear"
     sigma: str = "learnable"
     latent_dim: int = 5
     hidden: int = 8
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] | None = None
     steps: int | None = None
     epochs: int | None = None
     batch_size: int | None = None
     lr: float = 1e-3
-    optimizer: str = "adam"
+    optimizer: str = "auto"
     device: object = "auto"
-    dtype: str = "float32"
+    dtype: str = "auto"
     tol: float | None = None
     eta_enc: float = 1.0
     eta_dec: float | str = 1.0
@@ -106,9 +137,16 @@ class SweepConfig:
     sigma1: float | None = None
     free_bits: float | None = None
     free_bits_mode: str = "dataset"
+    block_scaling: bool | None = None
+    members: tuple[tuple[float, int], ...] | None = None
+    lr_decay: float | None = 0.5
+    patience: int = 3
+    min_lr: float | None = None
+    crn_samples: int = 1
     n_rows: int | None = None
     encoder: str = field(init=False)
     decoder: str = field(init=False)
+    explicit_members: bool = field(init=False)
 
     def __post_init__(self):
         def put(name, value):
@@ -118,7 +156,7 @@ class SweepConfig:
         put("encoder", encoder)
         put("decoder", decoder)
         check_choice("sigma", self.sigma, SIGMA_KINDS)
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("optimizer", self.optimizer, OPTIMIZER_CHOICES)
         check_choice("loss_path", self.loss_path, LOSS_PATHS)
         put("latent_dim", check_int_at_least("latent_dim", self.latent_dim, 1))
         put("hidden", check_int_at_least("hidden", self.hidden, 1))
@@ -126,15 +164,69 @@ class SweepConfig:
         put("eta_enc", check_positive("eta_enc", self.eta_enc))
         put("eta_dec", check_eta_dec(self.eta_dec))
         put("eval_samples", check_int_at_least("eval_samples", self.eval_samples, 1))
-        put("betas", tuple(check_betas(self.betas).tolist()))
-        put("seeds", _seeds(self.seeds))
+        if self.members is None:
+            if self.betas is None:
+                raise ValueError("give betas (with seeds) or members, a list of (beta, seed) "
+                                 "pairs")
+            put("betas", tuple(check_betas(self.betas).tolist()))
+            put("seeds", _seeds((0,) if self.seeds is None else self.seeds))
+            put("members", tuple((b, s) for b in self.betas for s in self.seeds))
+        else:
+            members = _members(self.members)
+            betas, seeds = _unique(b for b, _ in members), _unique(s for _, s in members)
+            given = (self.betas, self.seeds)
+            # (betas, seeds) alongside members: only the ones the members imply (a copy made
+            # with dataclasses.replace carries all three).
+            if given != (None, None) and (
+                    self.betas is None or self.seeds is None
+                    or tuple(check_betas(self.betas).tolist()) != betas
+                    or _seeds(self.seeds) != seeds):
+                raise ValueError("give members or betas/seeds, not both")
+            put("members", members)
+            put("betas", betas)
+            put("seeds", seeds)
+        put("explicit_members",
+            self.members != tuple((b, s) for b in self.betas for s in self.seeds))
         if self.steps is not None and self.epochs is not None and self.n_rows is None:
             raise ValueError("give steps or epochs, not both")
         put("dtype", _dtype_name(self.dtype))
         if self.threads is not None:
             put("threads", check_int_at_least("threads", self.threads, 1))
         self._check_extensions(put)
-        self._check_training_options(put)
+        if self.batch_size is not None:
+            put("batch_size", check_int_at_least("batch_size", self.batch_size, 1))
+        self._check_adam_options(put)
+        if self.optimizer == "auto":
+            put("optimizer", self._auto_optimizer(self.n_rows))
+        if self.optimizer != "auto":  # else: decided by for_rows (the batch may be full)
+            if self.dtype == "auto":
+                put("dtype", "float64" if self.optimizer == "lbfgs" else "float32")
+            self._check_training_options(put)
+        elif self.precondition:
+            raise ValueError("precondition needs optimizer 'lbfgs' and a linear encoder")
+        if self.resume and self.out is None:
+            raise ValueError("resume=True needs out (the folder of the interrupted sweep)")
+
+    def _auto_optimizer(self, n_rows: int | None) -> str:
+        """optimizer 'auto': L-BFGS when the loss is exact (a linear decoder) and the batch
+        full, else Adam; still 'auto' while that depends on the unknown number of rows."""
+        if not self.exact:
+            return "adam"
+        if self.batch_size is None or (n_rows is not None and self.batch_size >= n_rows):
+            return "lbfgs"
+        return "adam" if n_rows is not None else "auto"
+
+    def _check_adam_options(self, put) -> None:
+        if self.lr_decay is not None:
+            decay = float(self.lr_decay)
+            if not 0.0 < decay < 1.0:
+                raise ValueError(f"lr_decay must be in (0, 1) (or None: a fixed learning "
+                                 f"rate), got {self.lr_decay}")
+            put("lr_decay", decay)
+        put("patience", check_int_at_least("patience", self.patience, 1))
+        if self.min_lr is not None:
+            put("min_lr", check_positive("min_lr", self.min_lr))
+        put("crn_samples", check_int_at_least("crn_samples", self.crn_samples, 1))
 
     def _check_extensions(self, put) -> None:
         """Two levels (beta2, latent_dim2, sigma1) and free bits (free_bits, its mode)."""
@@ -177,13 +269,19 @@ class SweepConfig:
 
     def _check_training_options(self, put) -> None:
         lbfgs, linear_enc = self.optimizer == "lbfgs", self.encoder == "linear"
-        if self.batch_size is not None:
-            put("batch_size", check_int_at_least("batch_size", self.batch_size, 1))
         if self.precondition is None:
             put("precondition", lbfgs and linear_enc)
         if self.precondition and not (lbfgs and linear_enc):
             raise ValueError("precondition needs optimizer 'lbfgs' and a linear encoder")
         put("precondition", bool(self.precondition))
+        scalable = self.precondition and self.decoder == "linear" and self.sigma in (
+            "prior", "learnable")
+        if self.block_scaling is None:
+            put("block_scaling", bool(scalable))
+        if self.block_scaling and not scalable:
+            raise ValueError("block_scaling needs precondition (L-BFGS, linear encoder), a "
+                             "linear decoder and sigma 'prior' or 'learnable'")
+        put("block_scaling", bool(self.block_scaling))
         tol = self.tol
         if tol is None:
             tol = 1e-6 if not lbfgs else (1e-12 if self.dtype == "float64" else 1e-7)
@@ -195,8 +293,6 @@ class SweepConfig:
         if check_every is None:
             check_every = DEFAULT_CHECK_EVERY[self.optimizer]
         put("check_every", check_int_at_least("check_every", check_every, 1))
-        if self.resume and self.out is None:
-            raise ValueError("resume=True needs out (the folder of the interrupted sweep)")
 
     # ------------------------------------------------------------------ derived
     @property
@@ -216,18 +312,20 @@ class SweepConfig:
         return self.batch_size is None
 
     @property
+    def lr_floor(self) -> float:
+        """The smallest learning rate of the plateau decay (``min_lr``, default lr / 1000)."""
+        return self.lr * 1e-3 if self.min_lr is None else self.min_lr
+
+    @property
     def use_moments(self) -> bool:
         """Train on the data moments instead of the rows (set by :meth:`for_rows`)."""
         return self.loss_path == "moments"
 
-    @property
-    def members(self) -> list[tuple[float, int]]:
-        """(beta, seed) of each member, beta-major."""
-        return [(b, s) for b in self.betas for s in self.seeds]
-
     def for_rows(self, n_rows: int) -> SweepConfig:
         """This config for data with ``n_rows`` rows: batch size (None when full batch),
         steps (from epochs or the optimiser's default) and loss path ("moments"/"data")."""
+        if self.optimizer == "auto":
+            return replace(self, optimizer=self._auto_optimizer(n_rows)).for_rows(n_rows)
         full = self.batch_size is None or self.batch_size >= n_rows
         per_epoch = 1 if full else n_rows // self.batch_size
         if self.epochs is not None:
@@ -266,8 +364,12 @@ class SweepConfig:
             "optimizer": self.optimizer, "dtype": self.dtype, "tol": self.tol,
             "eta_enc": self.eta_enc, "eta_dec": self.eta_dec, "check_every": self.check_every,
             "loss_path": self.loss_path, "eval_samples": self.eval_samples,
-            "precondition": self.precondition,
+            "precondition": self.precondition, "block_scaling": self.block_scaling,
+            "lr_decay": self.lr_decay,
+            "patience": self.patience, "min_lr": self.lr_floor,
+            "crn_samples": self.crn_samples,
             **self.extension_record(),
+            **({"members": [list(m) for m in self.members]} if self.explicit_members else {}),
         }
 
     def extension_record(self) -> dict:

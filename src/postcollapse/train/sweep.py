@@ -1,6 +1,8 @@
-"""Train len(betas) x len(seeds) VAEs as one K-member model and report one row per member.
+"""Train len(betas) x len(seeds) VAEs (or a list of (beta, seed) members) as one K-member
+model and report one row per member.
 
-Members are ordered beta-major: member i * len(seeds) + j has betas[i] and seeds[j].
+With betas and seeds, members are ordered beta-major: member i * len(seeds) + j has
+betas[i] and seeds[j]; with ``members``, in the order given.
 """
 
 from __future__ import annotations
@@ -23,19 +25,19 @@ def sweep(
     data,
     *,
     target=None,
-    betas,
+    betas=None,
     model: str = "linear",
     sigma: str = "learnable",
     latent_dim: int = 5,
     hidden: int = 8,
-    seeds=(0,),
+    seeds=None,
     steps: int | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
     lr: float = 1e-3,
-    optimizer: str = "adam",
+    optimizer: str = "auto",
     device="auto",
-    dtype="float32",
+    dtype="auto",
     tol: float | None = None,
     eta_enc: float = 1.0,
     eta_dec: float | str = 1.0,
@@ -55,6 +57,12 @@ def sweep(
     sigma1: float | None = None,
     free_bits: float | None = None,
     free_bits_mode: str = "dataset",
+    members=None,
+    block_scaling: bool | None = None,
+    lr_decay: float | None = 0.5,
+    patience: int = 3,
+    min_lr: float | None = None,
+    crn_samples: int = 1,
 ) -> SweepResult:
     """Train one VAE per (beta, seed), all members together, and report each.
 
@@ -64,7 +72,11 @@ def sweep(
         A ``postcollapse.data.Dataset``, a spec for ``postcollapse.data.load`` ("synthetic",
         "mnist", a path), or arrays x (n, d0) and y (n, d2) (y None: plain VAE).
     betas : sequence of float
-        Finite and > 0; one member per beta and seed.
+        Finite and > 0; one member per beta and seed (give ``betas`` or ``members``).
+    members : sequence of (beta, seed), optional
+        Instead of ``betas`` x ``seeds``: exactly these distinct members, in this order (any
+        set of pairs, e.g. several betas per seed and other betas for other seeds). A
+        member's row is the same whether it is trained alone, in a grid or in a list.
     callback : callable, optional
         Progress hook: ``callback(info)`` at each convergence check, ``info`` a
         :class:`~postcollapse.train.loop.CheckInfo` (step, steps, active, loss, model); the
@@ -78,22 +90,28 @@ def sweep(
     sigma : {"prior", "learnable", "linear", "mlp"}
     latent_dim, hidden : int
     seeds : sequence of int
-        A seed fixes the initialisation, the batch order and the noise of its members (the
-        same for every beta).
+        Default (0,). A seed fixes the initialisation, the batch order, the training noise
+        and the evaluation noise of its members (the same for every beta).
     steps, epochs : int, optional
-        Training length (default 5000 Adam steps or 500 L-BFGS iterations).
+        Training length, the step limit (default 20000 Adam steps or 2000 L-BFGS
+        iterations). Members stop earlier when they converge.
     batch_size : int, optional
         Default: full batch.
     lr : float
-        Adam's learning rate.
-    optimizer : {"adam", "lbfgs"}
-        L-BFGS needs a linear decoder and full batch.
+        Adam's (initial) learning rate.
+    optimizer : {"auto", "adam", "lbfgs"}
+        L-BFGS needs a linear decoder and full batch. "auto": L-BFGS where it applies (the
+        loss is exact and the batch full), else Adam.
     device : {"auto", "cpu", "cuda"} or torch.device
-    dtype : {"float32", "float64"}
+    dtype : {"auto", "float32", "float64"}
+        "auto": float64 for L-BFGS, float32 for Adam.
     tol : float, optional
-        Convergence tolerance on the relative change of the loss: for Adam, of its mean over
-        ``check_every`` steps, twice in a row (default 1e-6); for L-BFGS, of one iteration,
-        three times in a row (default 1e-12 in float64, 1e-7 in float32). 0 disables.
+        Convergence tolerance on the relative change of the objective. Adam: of the full
+        training-set objective with common random numbers between checks (with
+        ``lr_decay``; default 1e-6), or of the mean training loss over ``check_every``
+        steps, twice in a row (``lr_decay`` None). L-BFGS: of one iteration, three times in
+        a row, with a small gradient (default 1e-12 in float64, 1e-7 in float32). 0
+        disables.
     eta_enc : float
     eta_dec : float or "learn"
         Decoder standard deviation, or ``"learn"``: each member learns log eta_dec^2 (started
@@ -144,6 +162,23 @@ def sweep(
         "dataset": KL_j averaged over the whole data set before the max (the theory's
         objective; needs full batch); "batch": the max applied to each minibatch's average
         (what minibatch training optimises).
+    block_scaling : bool, optional
+        With ``precondition``, a linear decoder and sigma prior / learnable (the default
+        there): L-BFGS's initial inverse Hessian is the block-diagonal Gauss-Newton curvature
+        at the current point (latent d1 x d1 blocks), which undoes the spread of the latent
+        modes' scales (zeta_1^2 / zeta_K^2) that otherwise stalls L-BFGS.
+    lr_decay : float or None
+        Adam: multiply a member's learning rate by this factor when its objective has not
+        improved by ``tol`` for ``patience`` checks (see ``AdamTrainer``); None: a fixed
+        learning rate and the windowed rule.
+    patience : int
+        Checks without improvement before the learning rate decays.
+    min_lr : float, optional
+        The floor of the decayed learning rate (default lr / 1000): a member on a plateau
+        at the floor has converged.
+    crn_samples : int
+        Noise samples per row of the fixed-noise objective of the convergence rule (a
+        nonlinear decoder; the linear decoder's objective is exact).
 
     Returns
     -------
