@@ -173,3 +173,46 @@ def test_bad_arguments(data, kwargs, match):
     args = {"betas": [1.0], "steps": 2, **kwargs}
     with pytest.raises((ValueError, TypeError), match=match):
         sweep(data, **args)
+
+
+def _row_without_time(r):
+    return {k: v for k, v in r.items() if k != "wall_time"}
+
+
+@pytest.mark.parametrize("kind", ["relu", "lbfgs"])
+def test_a_member_gives_the_same_row_alone_in_a_grid_and_in_a_list(data, kind):
+    if kind == "relu":
+        kw = {"steps": 40, **RELU}
+    else:
+        kw = {"optimizer": "lbfgs", "dtype": "float64", "latent_dim": 3, "steps": 25,
+              "tol": 0.0}
+    grid = sweep(data, betas=[0.3, 2.0], seeds=[0, 5], **kw)
+    listed = sweep(data, members=[(2.0, 5), (0.3, 0), (0.7, 5), (0.3, 5)], **kw)
+    assert listed.members == [(2.0, 5), (0.3, 0), (0.7, 5), (0.3, 5)]
+    assert [r["beta"] for r in listed.rows] == [2.0, 0.3, 0.7, 0.3]
+    assert [r["seed"] for r in listed.rows] == [5, 0, 5, 5]
+    by_member = {m: r for m, r in zip(grid.members, grid.rows, strict=True)}
+    for m in [(2.0, 5), (0.3, 0), (0.3, 5)]:
+        _rows_equal([_row_without_time(listed.rows[listed.members.index(m)])], [by_member[m]])
+    alone = sweep(data, members=[(0.7, 5)], **kw)
+    _rows_equal([_row_without_time(listed.rows[2])], alone.rows)
+    alone_grid = sweep(data, betas=[0.7], seeds=[5], **kw)
+    _rows_equal([_row_without_time(alone.rows[0])], alone_grid.rows)
+    assert listed.config["members"] == [[2.0, 5], [0.3, 0], [0.7, 5], [0.3, 5]]
+    assert "members" not in grid.config
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"betas": [1.0], "members": [(1.0, 0)]}, "members or betas/seeds, not both"),
+     ({"seeds": [0], "members": [(1.0, 0)]}, "members or betas/seeds, not both"),
+     ({}, "give betas"),
+     ({"members": []}, "members is empty"),
+     ({"members": [(1.0, 0), (1.0, 0)]}, r"distinct.*\(1.0, 0\) repeats"),
+     ({"members": [(1.0, 0, 2)]}, r"members\[0\] must be a \(beta, seed\) pair"),
+     ({"members": [(1.0, 0), (-1.0, 1)]}, r"members\[1\] beta must be finite numbers > 0"),
+     ({"members": [(1.0, -1)]}, r"members\[0\] seed must be >= 0")],
+)
+def test_bad_member_lists(data, kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        sweep(data, steps=2, **kwargs)

@@ -48,6 +48,29 @@ def _dtype_name(dtype) -> str:
     return _DTYPE_ALIASES[dtype]
 
 
+def _members(members) -> tuple[tuple[float, int], ...]:
+    if isinstance(members, str) or not hasattr(members, "__iter__"):
+        raise TypeError(f"members must be a sequence of (beta, seed) pairs, got {members!r}")
+    out = []
+    for i, pair in enumerate(members):
+        try:
+            beta, seed = pair
+        except (TypeError, ValueError):
+            raise TypeError(f"members[{i}] must be a (beta, seed) pair, got {pair!r}") from None
+        b = float(check_betas([beta], f"members[{i}] beta")[0])
+        out.append((b, check_int_at_least(f"members[{i}] seed", seed, 0)))
+    if not out:
+        raise ValueError("members is empty; pass at least one (beta, seed) pair")
+    if len(set(out)) != len(out):
+        dup = next(m for m in out if out.count(m) > 1)
+        raise ValueError(f"members must be distinct (beta, seed) pairs; {dup} repeats")
+    return tuple(out)
+
+
+def _unique(values) -> tuple:
+    return tuple(dict.fromkeys(values))
+
+
 def _seeds(seeds) -> tuple[int, ...]:
     if isinstance(seeds, int | np.integer):
         raise TypeError(f"seeds must be a sequence of ints such as range({seeds}), "
@@ -69,13 +92,13 @@ class SweepConfig:
     step budget (also with ``epochs``) and ``loss_path`` is "moments" or "data".
     """
 
-    betas: tuple[float, ...]
+    betas: tuple[float, ...] | None = None
     target: object = None
     model: str = "linear"
     sigma: str = "learnable"
     latent_dim: int = 5
     hidden: int = 8
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] | None = None
     steps: int | None = None
     epochs: int | None = None
     batch_size: int | None = None
@@ -94,9 +117,11 @@ class SweepConfig:
     eval_samples: int = 64
     checkpoint_seconds: float = 60.0
     precondition: bool | None = None
+    members: tuple[tuple[float, int], ...] | None = None
     n_rows: int | None = None
     encoder: str = field(init=False)
     decoder: str = field(init=False)
+    explicit_members: bool = field(init=False)
 
     def __post_init__(self):
         def put(name, value):
@@ -114,8 +139,29 @@ class SweepConfig:
         put("eta_enc", check_positive("eta_enc", self.eta_enc))
         put("eta_dec", check_positive("eta_dec", self.eta_dec))
         put("eval_samples", check_int_at_least("eval_samples", self.eval_samples, 1))
-        put("betas", tuple(check_betas(self.betas).tolist()))
-        put("seeds", _seeds(self.seeds))
+        if self.members is None:
+            if self.betas is None:
+                raise ValueError("give betas (with seeds) or members, a list of (beta, seed) "
+                                 "pairs")
+            put("betas", tuple(check_betas(self.betas).tolist()))
+            put("seeds", _seeds((0,) if self.seeds is None else self.seeds))
+            put("members", tuple((b, s) for b in self.betas for s in self.seeds))
+        else:
+            members = _members(self.members)
+            betas, seeds = _unique(b for b, _ in members), _unique(s for _, s in members)
+            given = (self.betas, self.seeds)
+            # (betas, seeds) alongside members: only the ones the members imply (a copy made
+            # with dataclasses.replace carries all three).
+            if given != (None, None) and (
+                    self.betas is None or self.seeds is None
+                    or tuple(check_betas(self.betas).tolist()) != betas
+                    or _seeds(self.seeds) != seeds):
+                raise ValueError("give members or betas/seeds, not both")
+            put("members", members)
+            put("betas", betas)
+            put("seeds", seeds)
+        put("explicit_members",
+            self.members != tuple((b, s) for b in self.betas for s in self.seeds))
         if self.steps is not None and self.epochs is not None and self.n_rows is None:
             raise ValueError("give steps or epochs, not both")
         put("dtype", _dtype_name(self.dtype))
@@ -160,11 +206,6 @@ class SweepConfig:
         """Train on the data moments instead of the rows (set by :meth:`for_rows`)."""
         return self.loss_path == "moments"
 
-    @property
-    def members(self) -> list[tuple[float, int]]:
-        """(beta, seed) of each member, beta-major."""
-        return [(b, s) for b in self.betas for s in self.seeds]
-
     def for_rows(self, n_rows: int) -> SweepConfig:
         """This config for data with ``n_rows`` rows: batch size (None when full batch),
         steps (from epochs or the optimiser's default) and loss path ("moments"/"data")."""
@@ -199,4 +240,5 @@ class SweepConfig:
             "eta_enc": self.eta_enc, "eta_dec": self.eta_dec, "check_every": self.check_every,
             "loss_path": self.loss_path, "eval_samples": self.eval_samples,
             "precondition": self.precondition,
+            **({"members": [list(m) for m in self.members]} if self.explicit_members else {}),
         }

@@ -1,4 +1,10 @@
-"""Closed-form reference of a sweep, and the evaluation of trained members into rows."""
+"""Closed-form reference of a sweep, and the evaluation of trained members into rows.
+
+The loss of a member with a sampled (nonlinear-decoder) loss is evaluated on noise that
+depends only on the member's seed: row block b of noise sample j comes from a generator
+seeded with (seed, stream, j, b), so a member's numbers are the same whatever the other
+members are and however the rows are chunked.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,68 @@ import numpy as np
 import torch
 
 from postcollapse._checks import ACTIVE_VAR_THRESHOLD
-from postcollapse.models import chunk_rows, evaluate_loss, member_seed
+from postcollapse.models import LossParts, chunk_rows, evaluate_loss, member_seed, sampled_loss
 
-__all__ = ["sweep_theory", "encoder_stats", "member_rows", "EVAL_STREAM"]
+__all__ = ["sweep_theory", "encoder_stats", "member_rows", "member_noise", "seed_loss",
+           "EVAL_STREAM", "CRN_STREAM", "NOISE_BLOCK"]
 
 EVAL_STREAM = 4  # stream id of the evaluation noise (see ``member_seed``)
+CRN_STREAM = 5  # stream id of the fixed noise of the convergence objective
+NOISE_BLOCK = 1024  # rows per independently seeded noise block
+
+
+def member_noise(seeds, *, stream: int, sample: int, lo: int, hi: int, d1: int,
+                 dtype: torch.dtype) -> torch.Tensor:
+    """Noise (S, hi - lo, d1) of rows lo..hi for each of the S ``seeds`` (lo a multiple
+    of ``NOISE_BLOCK``): block b of sample ``sample`` from the seed (seed, stream, sample,
+    b), on the CPU."""
+    if lo % NOISE_BLOCK:
+        raise ValueError(f"lo must be a multiple of {NOISE_BLOCK}, got {lo}")
+    out = []
+    for s in seeds:
+        parts = []
+        for b0 in range(lo, hi, NOISE_BLOCK):
+            g = torch.Generator().manual_seed(member_seed(s, stream, sample, b0 // NOISE_BLOCK))
+            parts.append(torch.randn(min(NOISE_BLOCK, hi - b0), d1, generator=g, dtype=dtype))
+        out.append(torch.cat(parts))
+    return torch.stack(out)
+
+
+def noise_chunk(net, n_rows: int) -> int:
+    """Rows per evaluation chunk: a multiple of ``NOISE_BLOCK`` near ``chunk_rows``."""
+    return max(NOISE_BLOCK, chunk_rows(net, n_rows) // NOISE_BLOCK * NOISE_BLOCK)
+
+
+@torch.no_grad()
+def seed_loss(net, x: torch.Tensor, y, *, seeds, seed_pos: torch.Tensor, n_eps: int,
+              stream: int = EVAL_STREAM) -> LossParts:
+    """L_VAE of every member over all rows of x (float64 sums), exact for a linear decoder,
+    else averaged over ``n_eps`` noise samples per row drawn from each member's own seed.
+
+    ``seeds`` (S,) are the distinct seeds, ``seed_pos`` (K,) the index of each member's seed
+    in ``seeds``.
+    """
+    if net.decoder == "linear":
+        return evaluate_loss(net, x, y)
+    n, k, d1 = x.shape[0], net.n_members, net.d1
+    step = noise_chunk(net, n)
+    tot = torch.zeros(k, dtype=torch.float64, device=x.device)
+    tot_kl = torch.zeros(k, d1, dtype=torch.float64, device=x.device)
+    for lo in range(0, n, step):
+        xb = x[lo: lo + step]
+        yb = None if y is None else y[lo: lo + step]
+        hi = lo + xb.shape[0]
+        w = xb.shape[0] / n
+        acc = torch.zeros(k, dtype=torch.float64, device=x.device)
+        for j in range(n_eps):
+            eps = member_noise(seeds, stream=stream, sample=j, lo=lo, hi=hi, d1=d1,
+                               dtype=x.dtype).to(x.device).index_select(0, seed_pos.to(x.device))
+            parts = sampled_loss(net, xb, yb, eps=eps)
+            acc += parts.rec.double()
+        tot += w * acc / n_eps
+        tot_kl += w * parts.kl_dims.double()
+    kl = tot_kl.sum(-1)
+    return LossParts(tot + net.beta.double() * kl, tot, kl, tot_kl)
 
 
 def sweep_theory(mom, config) -> dict:
@@ -68,8 +131,8 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
 def member_rows(net, objective, config, state, theory: dict) -> list[dict]:
     """One results row per member (see ``SweepResult.rows``) of the trained ``net``."""
     x, y = objective.x, objective.y
-    gen = torch.Generator().manual_seed(member_seed(config.seeds[0], EVAL_STREAM))
-    parts = evaluate_loss(net, x, y, n_eps=config.eval_samples, generator=gen)
+    parts = seed_loss(net, x, y, seeds=list(config.seeds), seed_pos=objective.seed_pos,
+                      n_eps=config.eval_samples)
     sig_mean, mu_cov = encoder_stats(net, x, chunk_rows(net, x.shape[0]))
     mu_var = torch.diagonal(mu_cov, dim1=1, dim2=2)
     # Rotation-invariant count: with Sigma = eta_enc^2 I the optimum is defined only up to an

@@ -1,6 +1,8 @@
-"""Train len(betas) x len(seeds) VAEs as one K-member model and report one row per member.
+"""Train len(betas) x len(seeds) VAEs (or a list of (beta, seed) members) as one K-member
+model and report one row per member.
 
-Members are ordered beta-major: member i * len(seeds) + j has betas[i] and seeds[j].
+With betas and seeds, members are ordered beta-major: member i * len(seeds) + j has
+betas[i] and seeds[j]; with ``members``, in the order given.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ def sweep(
     data,
     *,
     target=None,
-    betas,
+    betas=None,
     model: str = "linear",
     sigma: str = "learnable",
     latent_dim: int = 5,
     hidden: int = 8,
-    seeds=(0,),
+    seeds=None,
     steps: int | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
@@ -47,6 +49,7 @@ def sweep(
     checkpoint_seconds: float = 60.0,
     callback: Callable[[CheckInfo], None] | None = None,
     precondition: bool | None = None,
+    members=None,
 ) -> SweepResult:
     """Train one VAE per (beta, seed), all members together, and report each.
 
@@ -56,7 +59,11 @@ def sweep(
         A ``postcollapse.data.Dataset``, a spec for ``postcollapse.data.load`` ("synthetic",
         "mnist", a path), or arrays x (n, d0) and y (n, d2) (y None: plain VAE).
     betas : sequence of float
-        Finite and > 0; one member per beta and seed.
+        Finite and > 0; one member per beta and seed (give ``betas`` or ``members``).
+    members : sequence of (beta, seed), optional
+        Instead of ``betas`` x ``seeds``: exactly these distinct members, in this order (any
+        set of pairs, e.g. several betas per seed and other betas for other seeds). A
+        member's row is the same whether it is trained alone, in a grid or in a list.
     callback : callable, optional
         Progress hook: ``callback(info)`` at each convergence check, ``info`` a
         :class:`~postcollapse.train.loop.CheckInfo` (step, steps, active, loss, model); the
@@ -70,8 +77,8 @@ def sweep(
     sigma : {"prior", "learnable", "linear", "mlp"}
     latent_dim, hidden : int
     seeds : sequence of int
-        A seed fixes the initialisation, the batch order and the noise of its members (the
-        same for every beta).
+        Default (0,). A seed fixes the initialisation, the batch order, the training noise
+        and the evaluation noise of its members (the same for every beta).
     steps, epochs : int, optional
         Training length (default 5000 Adam steps or 500 L-BFGS iterations).
     batch_size : int, optional
@@ -145,7 +152,7 @@ def run_sweep(data, config: SweepConfig, *,
 
     mom = Moments.from_arrays(x, y)
     theory = sweep_theory(mom, config)
-    members = config.members
+    members = list(config.members)
     net = BatchedVAE(summary["d0"], summary["d2"], latent_dim=config.latent_dim,
                      betas=[b for b, _ in members], encoder=config.encoder,
                      decoder=config.decoder, sigma=config.sigma, hidden=config.hidden,
