@@ -198,6 +198,14 @@ def locate(
         raise TypeError(f"locate() chooses {bad[0]!r} itself; leave it out")
     if resume and out is None:
         raise ValueError("resume=True needs out (the folder of the interrupted locate)")
+    options = {"model": model, "sigma": sigma, "hidden": hidden, "latent_dim": latent_dim,
+               "eta_dec": eta_dec, **sweep_options}
+    from postcollapse.train import SweepConfig
+
+    try:  # the training options, checked once before any training (whatever the trainer)
+        SweepConfig(betas=(1.0,), seeds=seeds, **options)
+    except TypeError as exc:
+        raise TypeError(f"locate() got an unknown training option ({exc})") from None
     if trainer is None:
         from postcollapse.train import sweep as trainer
     if log is None:
@@ -217,8 +225,6 @@ def locate(
         raise ValueError(f"modes must be between 1 and {k_max} (latent_dim and the data's "
                          f"nonzero zeta), got {modes[-1]}")
     predicted = {m: float(predicted_all[m - 1]) for m in modes}
-    options = {"model": model, "sigma": sigma, "hidden": hidden, "latent_dim": latent_dim,
-               "eta_dec": eta_dec, **sweep_options}
     config = {**{k: (v if isinstance(v, int | float | str | bool | type(None)) else str(v))
                  for k, v in options.items()},
               "seeds": list(seeds), "rtol": rtol, "modes": modes, "start_width": start_width,
