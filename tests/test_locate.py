@@ -253,3 +253,24 @@ def test_seed_bracket_states():
     assert next_points(seed_bracket(obs, 3, 0), 1.0, start_width=0.05, rtol=0.01,
                        max_points=4, max_factor=1000.0) == ([], "no beta down to 0.001 keeps "
                                                             "mode 3")
+
+
+def test_locate_figure_plots_every_located_mode():
+    from matplotlib.figure import Figure
+
+    from postcollapse.figures import locate_figure
+
+    a = locate((X, None), latent_dim=5, trainer=StepTrainer(PRED * 1.1)).modes
+    b = locate((X, None), latent_dim=5, trainer=StepTrainer(np.r_[PRED[:4], 0.0]),
+               max_factor=4.0).modes
+    fig = locate_figure({"a": a, "b": b}, title="t")
+    assert isinstance(fig, Figure)
+    ax, ax_rel = fig.axes
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels[1:] == ["a", "b"]
+    # Relative errors in percent: 5 points for a (about +10%), 4 for b (mode 5 unlocated).
+    lines = {ln.get_marker(): ln for ln in ax_rel.get_lines() if ln.get_marker() in "os"}
+    assert len(lines["o"].get_xdata()) == 5 and len(lines["s"].get_xdata()) == 4
+    assert np.allclose(lines["o"].get_ydata(), 10.0, atol=0.6)
+    assert np.allclose(lines["s"].get_ydata(), 0.0, atol=0.6)
