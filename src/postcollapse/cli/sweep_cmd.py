@@ -41,7 +41,7 @@ def parse_betas(text: str, *, log: bool = False) -> list[float]:
 
 def register(subparsers) -> None:
     from postcollapse.models import SIGMA_KINDS  # torch-free: the choice lists only
-    from postcollapse.train import DTYPES, OPTIMIZERS
+    from postcollapse.train import DTYPE_CHOICES, OPTIMIZER_CHOICES
 
     p = subparsers.add_parser(
         "sweep",
@@ -66,11 +66,19 @@ def register(subparsers) -> None:
     length.add_argument("--steps", type=int, default=None)
     length.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="default: full batch")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam's initial learning rate")
+    p.add_argument("--optimizer", default="auto", choices=OPTIMIZER_CHOICES,
+                   help="default auto: lbfgs when the loss is exact (linear decoder) and the "
+                   "batch full, else adam")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
+                   help="default auto: float64 for lbfgs, float32 for adam")
     p.add_argument("--tol", type=float, default=None, help="convergence tolerance")
+    p.add_argument("--lr-decay", type=_decay, default=0.5, metavar="FACTOR",
+                   help="Adam: multiply a member's learning rate by FACTOR when its "
+                   "fixed-noise training objective plateaus ('none': fixed rate; default 0.5)")
+    p.add_argument("--patience", type=int, default=3,
+                   help="Adam: checks without improvement before the rate decays (default 3)")
     p.add_argument("--eta-enc", type=float, default=1.0)
     p.add_argument("--eta-dec", type=float, default=1.0)
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
@@ -78,6 +86,10 @@ def register(subparsers) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     add_cluster_options(p, sweep=True)
     p.set_defaults(func=run)
+
+
+def _decay(text: str):
+    return None if text.strip().lower() == "none" else float(text)
 
 
 def _default_betas(data, target, latent_dim: int, eta_dec: float) -> list[float]:
@@ -113,7 +125,7 @@ def _run(args: argparse.Namespace, sweep) -> int:
             steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             optimizer=args.optimizer, device=args.device, dtype=args.dtype, tol=args.tol,
             eta_enc=args.eta_enc, eta_dec=args.eta_dec, out=args.out, resume=args.resume,
-            progress=not args.quiet,
+            progress=not args.quiet, lr_decay=args.lr_decay, patience=args.patience,
         )
     except KeyboardInterrupt as exc:
         msg = str(exc) or "interrupted"

@@ -48,6 +48,10 @@ class FigureConfig:
     seeds: tuple[int, ...] = (0,)
     n_data: int | None = None  # first n rows of the data set (None: all)
     n_images: int = 10  # fig3: prior samples per beta
+    # The trainer's behaviour the presets were measured with: Adam at a fixed learning rate
+    # (no plateau decay) and L-BFGS without the block Gauss-Newton scaling.
+    lr_decay: float | None = None
+    block_scaling: bool = False
     title: str = ""
 
 

@@ -76,7 +76,8 @@ def _theory(ctx: RunContext, cfg: FigureConfig) -> _Theory:
 
 #: The FigureConfig fields passed to the trainer under the same name.
 TRAINER_OPTIONS = ("model", "sigma", "latent_dim", "hidden", "seeds", "steps", "epochs",
-                   "batch_size", "lr", "optimizer", "dtype", "eval_samples")
+                   "batch_size", "lr", "optimizer", "dtype", "eval_samples", "lr_decay",
+                   "block_scaling")
 
 
 def run_sweep(ctx: RunContext, cfg: FigureConfig, data, betas, sweep_dir: Path):

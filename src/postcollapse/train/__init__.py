@@ -13,7 +13,14 @@ their module (and torch) when first used.
 
 from importlib import import_module
 
-from postcollapse.train.config import DTYPES, LOSS_PATHS, OPTIMIZERS, SweepConfig
+from postcollapse.train.config import (
+    DTYPE_CHOICES,
+    DTYPES,
+    LOSS_PATHS,
+    OPTIMIZER_CHOICES,
+    OPTIMIZERS,
+    SweepConfig,
+)
 from postcollapse.train.results import (
     SweepResult,
     load_sweep,
@@ -45,6 +52,8 @@ __all__ = [
     "OPTIMIZERS",
     "LOSS_PATHS",
     "DTYPES",
+    "OPTIMIZER_CHOICES",
+    "DTYPE_CHOICES",
     *_HOME,
 ]
 

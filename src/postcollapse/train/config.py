@@ -15,12 +15,15 @@ import numpy as np
 from postcollapse._checks import check_betas, check_choice, check_int_at_least, check_positive
 from postcollapse.models.kinds import ARCHITECTURES, SIGMA_KINDS
 
-__all__ = ["SweepConfig", "OPTIMIZERS", "LOSS_PATHS", "DTYPES", "DEFAULT_STEPS", "parse_model"]
+__all__ = ["SweepConfig", "OPTIMIZERS", "OPTIMIZER_CHOICES", "LOSS_PATHS", "DTYPES",
+           "DTYPE_CHOICES", "DEFAULT_STEPS", "parse_model"]
 
 OPTIMIZERS = ("adam", "lbfgs")
+OPTIMIZER_CHOICES = ("auto", *OPTIMIZERS)
 LOSS_PATHS = ("auto", "moments", "data")
 DTYPES = ("float32", "float64")
-DEFAULT_STEPS = {"adam": 5000, "lbfgs": 500}
+DTYPE_CHOICES = ("auto", *DTYPES)
+DEFAULT_STEPS = {"adam": 20000, "lbfgs": 2000}
 DEFAULT_CHECK_EVERY = {"adam": 100, "lbfgs": 1}
 _DTYPE_ALIASES = {"float32": "float32", "float64": "float64", "single": "float32",
                   "double": "float64"}
@@ -40,11 +43,13 @@ def parse_model(model: str) -> tuple[str, str]:
 
 
 def _dtype_name(dtype) -> str:
+    if isinstance(dtype, str) and dtype == "auto":
+        return dtype
     text = str(dtype).removeprefix("torch.")
     if not isinstance(dtype, str) and text in DTYPES:  # a torch.dtype
         return text
     if dtype not in _DTYPE_ALIASES:
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        raise ValueError(f"dtype must be 'auto', 'float32' or 'float64', got {dtype!r}")
     return _DTYPE_ALIASES[dtype]
 
 
@@ -86,10 +91,14 @@ class SweepConfig:
     """The options of :func:`postcollapse.train.sweep` (see there for their meaning).
 
     Validated on construction. ``None`` options that do not depend on the data get their
-    defaults here (``tol``, ``check_every``, ``precondition``); ``encoder`` and ``decoder``
-    are parsed from ``model``. :meth:`for_rows` fixes the data-dependent ones and sets
-    ``n_rows`` (None until then): ``batch_size`` None means full batch, ``steps`` is the
-    step budget (also with ``epochs``) and ``loss_path`` is "moments" or "data".
+    defaults here (``tol``, ``check_every``, ``precondition``, ``block_scaling``), and "auto"
+    ``optimizer`` and ``dtype`` their choice (here, or in :meth:`for_rows` when it depends
+    on whether ``batch_size`` covers the data); ``encoder`` and ``decoder`` are parsed from
+    ``model``. :meth:`for_rows` fixes the data-dependent ones and sets ``n_rows`` (None
+    until then): ``batch_size`` None means full batch, ``steps`` is the step budget (also
+    with ``epochs``) and ``loss_path`` is "moments" or "data". ``members`` is the (beta,
+    seed) of every member (beta-major from ``betas`` x ``seeds``, or as given, and then
+    ``betas`` and ``seeds`` are the distinct values in order of appearance).
     """
 
     betas: tuple[float, ...] | None = None
@@ -103,9 +112,9 @@ class SweepConfig:
     epochs: int | None = None
     batch_size: int | None = None
     lr: float = 1e-3
-    optimizer: str = "adam"
+    optimizer: str = "auto"
     device: object = "auto"
-    dtype: str = "float32"
+    dtype: str = "auto"
     tol: float | None = None
     eta_enc: float = 1.0
     eta_dec: float = 1.0
@@ -117,7 +126,12 @@ class SweepConfig:
     eval_samples: int = 64
     checkpoint_seconds: float = 60.0
     precondition: bool | None = None
+    block_scaling: bool | None = None
     members: tuple[tuple[float, int], ...] | None = None
+    lr_decay: float | None = 0.5
+    patience: int = 3
+    min_lr: float | None = None
+    crn_samples: int = 1
     n_rows: int | None = None
     encoder: str = field(init=False)
     decoder: str = field(init=False)
@@ -131,7 +145,7 @@ class SweepConfig:
         put("encoder", encoder)
         put("decoder", decoder)
         check_choice("sigma", self.sigma, SIGMA_KINDS)
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("optimizer", self.optimizer, OPTIMIZER_CHOICES)
         check_choice("loss_path", self.loss_path, LOSS_PATHS)
         put("latent_dim", check_int_at_least("latent_dim", self.latent_dim, 1))
         put("hidden", check_int_at_least("hidden", self.hidden, 1))
@@ -165,17 +179,56 @@ class SweepConfig:
         if self.steps is not None and self.epochs is not None and self.n_rows is None:
             raise ValueError("give steps or epochs, not both")
         put("dtype", _dtype_name(self.dtype))
-        self._check_training_options(put)
+        if self.batch_size is not None:
+            put("batch_size", check_int_at_least("batch_size", self.batch_size, 1))
+        self._check_adam_options(put)
+        if self.optimizer == "auto":
+            put("optimizer", self._auto_optimizer(self.n_rows))
+        if self.optimizer != "auto":  # else: decided by for_rows (the batch may be full)
+            if self.dtype == "auto":
+                put("dtype", "float64" if self.optimizer == "lbfgs" else "float32")
+            self._check_training_options(put)
+        elif self.precondition:
+            raise ValueError("precondition needs optimizer 'lbfgs' and a linear encoder")
+        if self.resume and self.out is None:
+            raise ValueError("resume=True needs out (the folder of the interrupted sweep)")
+
+    def _auto_optimizer(self, n_rows: int | None) -> str:
+        """optimizer 'auto': L-BFGS when the loss is exact (a linear decoder) and the batch
+        full, else Adam; still 'auto' while that depends on the unknown number of rows."""
+        if not self.exact:
+            return "adam"
+        if self.batch_size is None or (n_rows is not None and self.batch_size >= n_rows):
+            return "lbfgs"
+        return "adam" if n_rows is not None else "auto"
+
+    def _check_adam_options(self, put) -> None:
+        if self.lr_decay is not None:
+            decay = float(self.lr_decay)
+            if not 0.0 < decay < 1.0:
+                raise ValueError(f"lr_decay must be in (0, 1) (or None: a fixed learning "
+                                 f"rate), got {self.lr_decay}")
+            put("lr_decay", decay)
+        put("patience", check_int_at_least("patience", self.patience, 1))
+        if self.min_lr is not None:
+            put("min_lr", check_positive("min_lr", self.min_lr))
+        put("crn_samples", check_int_at_least("crn_samples", self.crn_samples, 1))
 
     def _check_training_options(self, put) -> None:
         lbfgs, linear_enc = self.optimizer == "lbfgs", self.encoder == "linear"
-        if self.batch_size is not None:
-            put("batch_size", check_int_at_least("batch_size", self.batch_size, 1))
         if self.precondition is None:
             put("precondition", lbfgs and linear_enc)
         if self.precondition and not (lbfgs and linear_enc):
             raise ValueError("precondition needs optimizer 'lbfgs' and a linear encoder")
         put("precondition", bool(self.precondition))
+        scalable = self.precondition and self.decoder == "linear" and self.sigma in (
+            "prior", "learnable")
+        if self.block_scaling is None:
+            put("block_scaling", bool(scalable))
+        if self.block_scaling and not scalable:
+            raise ValueError("block_scaling needs precondition (L-BFGS, linear encoder), a "
+                             "linear decoder and sigma 'prior' or 'learnable'")
+        put("block_scaling", bool(self.block_scaling))
         tol = self.tol
         if tol is None:
             tol = 1e-6 if not lbfgs else (1e-12 if self.dtype == "float64" else 1e-7)
@@ -187,8 +240,6 @@ class SweepConfig:
         if check_every is None:
             check_every = DEFAULT_CHECK_EVERY[self.optimizer]
         put("check_every", check_int_at_least("check_every", check_every, 1))
-        if self.resume and self.out is None:
-            raise ValueError("resume=True needs out (the folder of the interrupted sweep)")
 
     # ------------------------------------------------------------------ derived
     @property
@@ -202,6 +253,11 @@ class SweepConfig:
         return self.batch_size is None
 
     @property
+    def lr_floor(self) -> float:
+        """The smallest learning rate of the plateau decay (``min_lr``, default lr / 1000)."""
+        return self.lr * 1e-3 if self.min_lr is None else self.min_lr
+
+    @property
     def use_moments(self) -> bool:
         """Train on the data moments instead of the rows (set by :meth:`for_rows`)."""
         return self.loss_path == "moments"
@@ -209,6 +265,8 @@ class SweepConfig:
     def for_rows(self, n_rows: int) -> SweepConfig:
         """This config for data with ``n_rows`` rows: batch size (None when full batch),
         steps (from epochs or the optimiser's default) and loss path ("moments"/"data")."""
+        if self.optimizer == "auto":
+            return replace(self, optimizer=self._auto_optimizer(n_rows)).for_rows(n_rows)
         full = self.batch_size is None or self.batch_size >= n_rows
         per_epoch = 1 if full else n_rows // self.batch_size
         if self.epochs is not None:
@@ -239,6 +297,9 @@ class SweepConfig:
             "optimizer": self.optimizer, "dtype": self.dtype, "tol": self.tol,
             "eta_enc": self.eta_enc, "eta_dec": self.eta_dec, "check_every": self.check_every,
             "loss_path": self.loss_path, "eval_samples": self.eval_samples,
-            "precondition": self.precondition,
+            "precondition": self.precondition, "block_scaling": self.block_scaling,
+            "lr_decay": self.lr_decay,
+            "patience": self.patience, "min_lr": self.lr_floor,
+            "crn_samples": self.crn_samples,
             **({"members": [list(m) for m in self.members]} if self.explicit_members else {}),
         }

@@ -122,6 +122,19 @@ class Objective:
         # One seed broadcasts; one beta has the members in seed order.
         return t.index_select(0, self.seed_pos) if self.regroup else t
 
+    @torch.no_grad()
+    def crn_loss(self, *, n_eps: int = 1) -> torch.Tensor:
+        """The full training-set loss (K,) float64 of the model's current parameters, with
+        common random numbers: a sampled loss uses the same ``n_eps`` noise draws per row
+        (from each member's seed) at every call, so two calls differ only by the
+        parameters. Exact (no noise) for a linear decoder."""
+        from postcollapse.train.evaluate import CRN_STREAM, seed_loss
+
+        if self.moments is not None:
+            return moments_loss(self.net, self.moments).loss.double()
+        return seed_loss(self.net, self.x, self.y, seeds=self.streams.seeds,
+                         seed_pos=self.seed_pos, n_eps=n_eps, stream=CRN_STREAM).loss
+
     def __call__(self, params, step: int):
         """LossParts of the members with parameters ``params`` at training step ``step``."""
         if self.moments is not None:

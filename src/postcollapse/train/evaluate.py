@@ -144,6 +144,7 @@ def member_rows(net, objective, config, state, theory: dict) -> list[dict]:
     kl_sorted = _numpy(torch.gather(parts.kl_dims, 1, order))
     loss, rec, kl = (_numpy(t) for t in (parts.loss, parts.rec, parts.kl))
     conv, div, steps = (_numpy(t) for t in (state.converged, state.diverged, state.steps_done))
+    rel, lr = _numpy(state.rel_change), _numpy(state.lr)
     norms = net.weight_norms()
     zero = np.zeros(net.n_members)
     enc_n, sig_n, dec_n = (_numpy(norms[p].double()) if p in norms else zero
@@ -162,6 +163,8 @@ def member_rows(net, objective, config, state, theory: dict) -> list[dict]:
                     "sigma_norm": float(sig_n[i]), "dec_norm": float(dec_n[i]),
                     "wall_time": float(state.stop_time[i]), "theory_loss": float(th),
                     "theory_active": int(theory["active_modes"][bi]),
-                    "theory_gap": float(loss[i] / th - 1.0) if th != 0 else float("nan")})
+                    "theory_gap": float(loss[i] / th - 1.0) if th != 0 else float("nan"),
+                    "final_rel_change": float(rel[i]), "lr_final": float(lr[i]),
+                    "optimizer": config.optimizer, "dtype": config.dtype})
         rows.append(row)
     return rows

@@ -21,7 +21,11 @@ __all__ = ["MaskedAdam", "BatchedLBFGS"]
 
 
 class MaskedAdam:
-    """Adam (Kingma & Ba 2015, with bias correction) on a (K, P) tensor, masked per row."""
+    """Adam (Kingma & Ba 2015, with bias correction) on a (K, P) tensor, masked per row.
+
+    ``lr`` is one learning rate for all rows; :attr:`member_lr` (a (K,) tensor, None by
+    default) overrides it row by row (a per-member decay).
+    """
 
     def __init__(self, param: torch.Tensor, *, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
         self.param = param
@@ -31,6 +35,7 @@ class MaskedAdam:
         self.exp_avg = torch.zeros_like(param)
         self.exp_avg_sq = torch.zeros_like(param)
         self.t = 0
+        self.member_lr: torch.Tensor | None = None
 
     @torch.no_grad()
     def step(self, grad: torch.Tensor, active: torch.Tensor) -> None:
@@ -42,7 +47,10 @@ class MaskedAdam:
         bc1 = 1.0 - b1**self.t
         bc2 = 1.0 - b2**self.t
         denom = self.exp_avg_sq.sqrt().div_(math.sqrt(bc2)).add_(self.eps)
-        upd = self.exp_avg.div(denom).mul_(self.lr / bc1)
+        if self.member_lr is None:
+            upd = self.exp_avg.div(denom).mul_(self.lr / bc1)
+        else:
+            upd = self.exp_avg.div(denom).mul_((self.member_lr / bc1).to(denom).unsqueeze(1))
         # where, not multiply: a frozen (diverged) row may hold NaN in its update.
         self.param.sub_(torch.where(active.unsqueeze(1), upd, 0.0))
 
@@ -67,11 +75,16 @@ class BatchedLBFGS:
         A :meth:`state_dict` to continue from (then ``x0`` only gives shape and dtype).
     history : int
         Number of curvature pairs kept per member.
+    scale : callable, optional
+        ``scale(x, q)`` -> H0^-1 q (K, P): a positive definite initial inverse Hessian at the
+        current point x, used in the two-loop recursion instead of the scalar
+        gamma = s^T y / y^T y (a variable preconditioner).
     """
 
     def __init__(self, fun, x0: torch.Tensor, *, history: int = 20, c1: float = 1e-4,
-                 max_ls: int = 40, state: dict | None = None):
+                 max_ls: int = 40, state: dict | None = None, scale=None):
         self.fun = fun
+        self.scale = scale
         self.m = int(history)
         self.c1 = float(c1)
         self.max_ls = int(max_ls)
@@ -97,7 +110,7 @@ class BatchedLBFGS:
             a = self.rho[j] * (self.S[j] * q).sum(1)
             q = q - a.unsqueeze(1) * self.Y[j]
             alphas.append(a)
-        r = q * self.gamma.unsqueeze(1)
+        r = q * self.gamma.unsqueeze(1) if self.scale is None else self.scale(self.x, q)
         for j, a in zip(reversed(order), reversed(alphas), strict=True):
             b = self.rho[j] * (self.Y[j] * r).sum(1)
             r = r + (a - b).unsqueeze(1) * self.S[j]
@@ -108,17 +121,20 @@ class BatchedLBFGS:
         """One iteration for the members where ``active``; the others do not move.
 
         Returns per-member tensors: ``decrease`` (f_old - f_new), ``f``, ``failed`` (no
-        step satisfied Armijo within max_ls halvings: the member is at its noise floor).
+        step satisfied Armijo within max_ls halvings: the member is at its noise floor, or
+        lost), ``decrement`` (-g^T d >= 0 at the old point: the decrease the quasi-Newton
+        model predicts; small only near a minimum).
         """
         d = self._direction()
         gd = (self.g * d).sum(1)
         not_descent = ~(gd < 0)
         if not_descent.any():  # reset: steepest descent, forget the history of those members
-            d = torch.where(not_descent.unsqueeze(1), -self.g, d)
+            sd = -self.g if self.scale is None else -self.scale(self.x, self.g)
+            d = torch.where(not_descent.unsqueeze(1), sd, d)
             gd = (self.g * d).sum(1)
             self.rho[:, not_descent] = 0.0
             self.gamma = torch.where(not_descent, torch.ones_like(self.gamma), self.gamma)
-        if self.it == 0:
+        if self.it == 0 and self.scale is None:
             t = torch.clamp(1.0 / self.g.abs().sum(1).clamp_min(1e-300), max=1.0)
         else:
             t = torch.ones_like(self.f)
@@ -152,7 +168,7 @@ class BatchedLBFGS:
         decrease = self.f - f_new
         self.x, self.f, self.g = x_new, f_new, g_new
         self.it += 1
-        return {"decrease": decrease, "f": f_new, "failed": failed}
+        return {"decrease": decrease, "f": f_new, "failed": failed, "decrement": -gd}
 
     def state_dict(self) -> dict:
         return {"x": self.x, "f": self.f, "g": self.g, "S": self.S, "Y": self.Y,

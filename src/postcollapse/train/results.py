@@ -26,7 +26,13 @@ def result_columns(latent_dim: int) -> list[str]:
             + [f"sigma_{i + 1}" for i in range(latent_dim)]
             + [f"kl_{i + 1}" for i in range(latent_dim)]
             + ["converged", "diverged", "steps", "enc_norm", "sigma_norm", "dec_norm",
-               "wall_time", "theory_loss", "theory_active", "theory_gap", "active_modes"])
+               "wall_time", "theory_loss", "theory_active", "theory_gap", "active_modes",
+               "final_rel_change", "lr_final", "optimizer", "dtype"])
+
+
+#: Columns added after the first release, with the value an older results.csv reads as.
+LATER_COLUMNS = {"final_rel_change": float("nan"), "lr_final": float("nan"),
+                 "optimizer": "", "dtype": ""}
 
 
 def parse_cell(text: str):
@@ -65,7 +71,12 @@ class SweepResult:
         and ``kl_j`` its part in latent dimension j; ``sigma_j`` is the mean of sigma over
         the training set.
         Dimensions are ordered by ``sigma_j`` descending, and ``kl_j`` is the same
-        dimension as ``sigma_j``.
+        dimension as ``sigma_j``. ``converged`` is True only for a member the convergence
+        rule stopped (False for one still moving at the step limit); ``final_rel_change``
+        is the relative change of its objective at the last convergence test (NaN before
+        one), ``lr_final`` Adam's learning rate reached (NaN for L-BFGS); ``optimizer`` and
+        ``dtype`` are the ones used (after resolving "auto"). A results.csv written before
+        these four columns existed reads them as NaN / the sweep's config.
     config : dict
         The arguments of the run (JSON-serialisable).
     theory : dict
@@ -143,6 +154,15 @@ def load_sweep(out_dir) -> SweepResult:
     for r in rows:
         for key in ("beta", "loss", "rec", "kl"):
             r[key] = float(r[key])
+        for key, missing in LATER_COLUMNS.items():
+            r.setdefault(key, summary["config"].get(key, missing))
+            if key in ("final_rel_change", "lr_final"):
+                r[key] = float(r[key])
+            else:
+                r[key] = str(r[key])
+        for key in ("converged", "diverged"):
+            if key in r:
+                r[key] = parse_flag(r[key])
     model = None
     if (out_dir / "model.pt").exists():
         ck = torch.load(out_dir / "model.pt", map_location="cpu", weights_only=False)

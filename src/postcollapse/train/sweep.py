@@ -34,9 +34,9 @@ def sweep(
     epochs: int | None = None,
     batch_size: int | None = None,
     lr: float = 1e-3,
-    optimizer: str = "adam",
+    optimizer: str = "auto",
     device="auto",
-    dtype="float32",
+    dtype="auto",
     tol: float | None = None,
     eta_enc: float = 1.0,
     eta_dec: float = 1.0,
@@ -50,6 +50,11 @@ def sweep(
     callback: Callable[[CheckInfo], None] | None = None,
     precondition: bool | None = None,
     members=None,
+    block_scaling: bool | None = None,
+    lr_decay: float | None = 0.5,
+    patience: int = 3,
+    min_lr: float | None = None,
+    crn_samples: int = 1,
 ) -> SweepResult:
     """Train one VAE per (beta, seed), all members together, and report each.
 
@@ -80,19 +85,25 @@ def sweep(
         Default (0,). A seed fixes the initialisation, the batch order, the training noise
         and the evaluation noise of its members (the same for every beta).
     steps, epochs : int, optional
-        Training length (default 5000 Adam steps or 500 L-BFGS iterations).
+        Training length, the step limit (default 20000 Adam steps or 2000 L-BFGS
+        iterations). Members stop earlier when they converge.
     batch_size : int, optional
         Default: full batch.
     lr : float
-        Adam's learning rate.
-    optimizer : {"adam", "lbfgs"}
-        L-BFGS needs a linear decoder and full batch.
+        Adam's (initial) learning rate.
+    optimizer : {"auto", "adam", "lbfgs"}
+        L-BFGS needs a linear decoder and full batch. "auto": L-BFGS where it applies (the
+        loss is exact and the batch full), else Adam.
     device : {"auto", "cpu", "cuda"} or torch.device
-    dtype : {"float32", "float64"}
+    dtype : {"auto", "float32", "float64"}
+        "auto": float64 for L-BFGS, float32 for Adam.
     tol : float, optional
-        Convergence tolerance on the relative change of the loss: for Adam, of its mean over
-        ``check_every`` steps, twice in a row (default 1e-6); for L-BFGS, of one iteration,
-        three times in a row (default 1e-12 in float64, 1e-7 in float32). 0 disables.
+        Convergence tolerance on the relative change of the objective. Adam: of the full
+        training-set objective with common random numbers between checks (with
+        ``lr_decay``; default 1e-6), or of the mean training loss over ``check_every``
+        steps, twice in a row (``lr_decay`` None). L-BFGS: of one iteration, three times in
+        a row, with a small gradient (default 1e-12 in float64, 1e-7 in float32). 0
+        disables.
     eta_enc, eta_dec : float
     out : path, optional
         Folder for results.csv, sweep.json, model.pt and, while training, checkpoint.pt.
@@ -113,6 +124,23 @@ def sweep(
         L-BFGS in whitened coordinates of the encoder weights, W = V (Lambda + delta)^-1/2
         theta with A = Cov(x) = V Lambda V^T (default: on for L-BFGS with a linear encoder).
         It changes only the path, not the minimum.
+    block_scaling : bool, optional
+        With ``precondition``, a linear decoder and sigma prior / learnable (the default
+        there): L-BFGS's initial inverse Hessian is the block-diagonal Gauss-Newton curvature
+        at the current point (latent d1 x d1 blocks), which undoes the spread of the latent
+        modes' scales (zeta_1^2 / zeta_K^2) that otherwise stalls L-BFGS.
+    lr_decay : float or None
+        Adam: multiply a member's learning rate by this factor when its objective has not
+        improved by ``tol`` for ``patience`` checks (see ``AdamTrainer``); None: a fixed
+        learning rate and the windowed rule.
+    patience : int
+        Checks without improvement before the learning rate decays.
+    min_lr : float, optional
+        The floor of the decayed learning rate (default lr / 1000): a member on a plateau
+        at the floor has converged.
+    crn_samples : int
+        Noise samples per row of the fixed-noise objective of the convergence rule (a
+        nonlinear decoder; the linear decoder's objective is exact).
 
     Returns
     -------

@@ -7,6 +7,7 @@ diverged do not move) and, at each convergence check, stops the members that con
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import ClassVar, Protocol
 
@@ -17,7 +18,7 @@ from postcollapse.models import MomentTensors, moments_loss
 from postcollapse.train.optim import BatchedLBFGS, MaskedAdam
 
 __all__ = ["Trainer", "MemberState", "AdamState", "AdamTrainer", "LBFGSTrainer", "TRAINERS",
-           "Whitener"]
+           "Whitener", "BlockScaling"]
 
 
 @dataclass
@@ -26,7 +27,9 @@ class MemberState:
 
     ``stop_time`` (on the CPU) is the training time at which a member stopped (NaN while
     it trains), ``elapsed`` the training time of earlier (interrupted) runs, ``streak`` the
-    number of convergence tests passed in a row, ``last_loss`` the newest training loss.
+    number of convergence tests passed in a row, ``last_loss`` the newest training loss,
+    ``rel_change`` the relative change of the objective at the newest convergence test
+    (NaN before the first) and ``lr`` the learning rate reached (NaN for L-BFGS).
     """
 
     step: int
@@ -37,6 +40,8 @@ class MemberState:
     stop_time: torch.Tensor
     elapsed: float
     last_loss: torch.Tensor
+    rel_change: torch.Tensor
+    lr: torch.Tensor
 
     @classmethod
     def fresh(cls, k: int, device) -> MemberState:
@@ -45,10 +50,11 @@ class MemberState:
                  for name in ("converged", "diverged")}
         counts = {name: torch.zeros(k, dtype=torch.long, device=device)
                   for name in ("steps_done", "streak")}
+        nans = {name: torch.full((k,), float("nan"), dtype=torch.float64, device=device)
+                for name in ("last_loss", "rel_change", "lr")}
         return cls(step=0, **flags, **counts,
                    stop_time=torch.full((k,), float("nan"), dtype=torch.float64),
-                   elapsed=0.0,
-                   last_loss=torch.full((k,), float("nan"), dtype=torch.float64, device=device))
+                   elapsed=0.0, **nans)
 
     @property
     def active(self) -> torch.Tensor:
@@ -70,16 +76,25 @@ class MemberState:
 
 @dataclass
 class AdamState(MemberState):
-    """Adds the running window of Adam's convergence rule: the summed loss since the last
-    check (K,) and the window mean at the last check (None before the first)."""
+    """Adds the state of Adam's convergence rules (K,) each.
+
+    Fixed learning rate (``lr_decay`` None): the summed training loss since the last check
+    and the window mean at the last check (None before the first). Plateau decay: the
+    objective at the last check (``prev_mean``), the best objective so far and the number
+    of checks since it last improved (``bad``).
+    """
 
     win_sum: torch.Tensor | None = None
     prev_mean: torch.Tensor | None = None
+    best: torch.Tensor | None = None
+    bad: torch.Tensor | None = None
 
     @classmethod
     def fresh(cls, k: int, device) -> AdamState:
         st = super().fresh(k, device)
         st.win_sum = torch.zeros(k, dtype=torch.float64, device=device)
+        st.best = torch.full((k,), float("inf"), dtype=torch.float64, device=device)
+        st.bad = torch.zeros(k, dtype=torch.long, device=device)
         return st
 
 
@@ -107,8 +122,16 @@ class Trainer(Protocol):
 class AdamTrainer:
     """Masked Adam on the model's flat parameters, one (mini-)batch per step.
 
-    Convergence: the mean loss over ``check_every`` steps changes by at most ``tol``
-    (relative) at ``patience`` checks in a row. A non-finite loss marks a member diverged.
+    Convergence (``lr_decay`` set, the default): at each check the full training-set
+    objective with common random numbers (``Objective.crn_loss``: the same noise at every
+    check, so two checks differ only by the parameters) is compared with its best value so
+    far. A member whose objective has not improved by ``tol`` (relative) for ``patience``
+    checks multiplies its learning rate by ``lr_decay``; it has converged when, at a
+    decayed learning rate, the objective changes by at most ``tol`` (relative) between two
+    checks, or when a plateau would take its learning rate below ``min_lr``. With
+    ``lr_decay`` None: a fixed learning rate, and the mean training loss over
+    ``check_every`` steps changes by at most ``tol`` at ``patience`` (2) checks in a row.
+    A non-finite loss marks a member diverged.
     """
 
     patience: ClassVar[int] = 2
@@ -116,11 +139,16 @@ class AdamTrainer:
     def __init__(self, net, objective, config, *, moments=None, saved=None):
         self.net, self.objective = net, objective
         self.tol, self.check_every = config.tol, config.check_every
+        self.decay, self.plateau = config.lr_decay, config.patience
+        self.lr0, self.lr_min, self.crn_samples = config.lr, config.lr_floor, config.crn_samples
         self.opt = MaskedAdam(net.flat.data, lr=config.lr)
         self.state = AdamState.fresh(net.n_members, net.device)
+        self.state.lr.fill_(config.lr)
         if saved is not None:
             self.state.load(saved["state"], net.device)
             self.opt.load_state_dict(saved["opt"])
+        if self.decay is not None:
+            self.opt.member_lr = self.state.lr
 
     def step(self) -> None:
         st, net = self.state, self.net
@@ -133,7 +161,8 @@ class AdamTrainer:
         active = active & fin
         self.opt.step(g, active)
         st.steps_done += active
-        st.win_sum += torch.where(active, lo.double(), 0.0)
+        if self.decay is None:
+            st.win_sum += torch.where(active, lo.double(), 0.0)
         st.last_loss = torch.where(active, lo.double(), st.last_loss)
         st.step += 1
 
@@ -141,15 +170,48 @@ class AdamTrainer:
         st = self.state
         if st.step % self.check_every != 0:  # the last step of a run that ends off the grid
             return
+        if self.decay is not None:
+            self._plateau_check()
+            return
         mean = st.win_sum / self.check_every
-        if st.prev_mean is not None and self.tol > 0:
+        if st.prev_mean is not None:
             active = st.active
             rel = (mean - st.prev_mean).abs() / mean.abs().clamp_min(1e-300)
-            hit = active & (rel <= self.tol)
-            st.streak = torch.where(hit, st.streak + 1, 0)
-            st.converged |= (st.streak >= self.patience) & active
+            st.rel_change = torch.where(active, rel, st.rel_change)
+            if self.tol > 0:
+                hit = active & (rel <= self.tol)
+                st.streak = torch.where(hit, st.streak + 1, 0)
+                st.converged |= (st.streak >= self.patience) & active
         st.prev_mean = mean
         st.win_sum = torch.zeros_like(st.win_sum)
+
+    def _plateau_check(self) -> None:
+        """The plateau rule on the CRN objective, all members at once (no host sync)."""
+        st = self.state
+        f = self.objective.crn_loss(n_eps=self.crn_samples)
+        active = st.active
+        st.diverged |= active & ~torch.isfinite(f)
+        active = active & torch.isfinite(f)
+        scale = f.abs().clamp_min(1e-300)
+        first = st.prev_mean is None
+        prev = f if first else st.prev_mean
+        rel = (f - prev).abs() / scale
+        if not first:
+            st.rel_change = torch.where(active, rel, st.rel_change)
+        improved = (st.best - f) > self.tol * f.abs()
+        st.best = torch.where(active & improved, f, st.best)
+        st.bad = torch.where(active & ~improved, st.bad + 1, torch.where(active, 0, st.bad))
+        decayed = st.lr < self.lr0
+        settled = active & decayed & (rel <= self.tol) & (not first)
+        plateau = active & ~settled & (st.bad >= self.plateau)
+        new_lr = st.lr * self.decay
+        floor = plateau & (new_lr < self.lr_min * (1 - 1e-9))
+        if self.tol > 0:  # tol 0: no member stops (the rate still decays down to min_lr)
+            st.converged |= settled | floor
+        cut = plateau & ~floor
+        st.lr.copy_(torch.where(cut, new_lr, st.lr))
+        st.bad = torch.where(cut, 0, st.bad)
+        st.prev_mean = torch.where(active, f, prev)
 
     def sync_model(self) -> None:
         """Nothing to do: Adam updates the model's parameters in place."""
@@ -163,7 +225,11 @@ class LBFGSTrainer:
     coordinates (``precondition``).
 
     Convergence: the relative decrease of one iteration is at most ``tol`` at ``patience``
-    iterations in a row, or the line search found no decrease (the noise floor).
+    iterations in a row, or the line search found no decrease (the noise floor), and in
+    both cases the member has arrived: the decrease its quasi-Newton model predicts,
+    -g^T d, is at most sqrt(tol) relative to max(|f|, 1). A member that stalls elsewhere
+    (slow progress far from a minimum, as on an ill-conditioned spectrum) keeps training
+    and is reported not converged at the step limit.
     """
 
     patience: ClassVar[int] = 3
@@ -178,7 +244,8 @@ class LBFGSTrainer:
                             net.device)
         flat = net.flat.data
         theta0 = flat if self.whiten is None else self.whiten.from_flat(flat)
-        self.lbfgs = BatchedLBFGS(self.loss_and_grad, theta0,
+        scale = BlockScaling(net, self.whiten.moments) if config.block_scaling else None
+        self.lbfgs = BatchedLBFGS(self.loss_and_grad, theta0, scale=scale,
                                   state=None if saved is None else saved["opt"])
         if saved is None:
             self.state.diverged |= ~torch.isfinite(self.lbfgs.f)
@@ -210,7 +277,10 @@ class LBFGSTrainer:
             torch.maximum(f_old.abs(), fnew.abs()), torch.ones_like(fnew))
         hit = active & ((rel <= self.tol) | res["failed"])
         st.streak = torch.where(hit, st.streak + 1, 0)
-        newly = active & ((st.streak >= self.patience) | res["failed"])
+        scale = torch.maximum(fnew.abs(), torch.ones_like(fnew))
+        arrived = res["decrement"].double() <= math.sqrt(self.tol) * scale
+        newly = active & ((st.streak >= self.patience) | res["failed"]) & arrived
+        st.rel_change = torch.where(active, rel, st.rel_change)
         st.steps_done += active
         st.converged |= newly
         st.last_loss = torch.where(active, fnew, f_old)
@@ -275,3 +345,57 @@ class Whitener:
         gw = g[:, self.lo: self.hi].reshape(self.shape)
         gt = self.s * torch.matmul(self.V.T, gw)
         return torch.cat([g[:, : self.lo], gt.flatten(1), g[:, self.hi:]], 1)
+
+
+class BlockScaling:
+    """H0^-1 of L-BFGS for linear members in whitened encoder coordinates: the inverse of
+    the block-diagonal Gauss-Newton curvature at the current point.
+
+    With x' the whitened inputs (diagonal covariance a, mean m), mu = theta^T x' + b_e and
+    U^T = ``dec_w``, the blocks are, per member: (U^T U / eta_dec^2 + beta / eta_enc^2 I)
+    (d1, d1) for each row of theta and for b_e (rows scaled by a); (E[mu mu^T] + Sigma) /
+    eta_dec^2 (d1, d1) for each column of U^T; 1 / eta_dec^2 for b_d; and the exact
+    diagonal sigma_i^2 (||U_i||^2 / eta_dec^2 + beta / eta_enc^2) / 2 for a learnable
+    log-variance. The scales of the latent modes (U^T U spans zeta_1^2 .. zeta_K^2) are
+    what make plain L-BFGS slow on ill-conditioned spectra; this puts them right at every
+    iteration.
+    """
+
+    def __init__(self, net, moments):
+        names = [name for name, _, _, _ in net.layout]
+        if names not in (["enc_w", "enc_b", "logvar", "dec_w", "dec_b"],
+                         ["enc_w", "enc_b", "dec_w", "dec_b"]):
+            raise ValueError("block scaling needs a linear encoder and decoder with sigma "
+                             "'prior' or 'learnable'")
+        self.net = net
+        self.a = moments.cov_x if moments.cov_x.dim() == 1 else torch.diagonal(moments.cov_x)
+        self.mean = moments.mean_x
+        self.inv_e2 = (1.0 / net.eta_dec**2).view(-1, 1, 1)
+        self.beta_p = (net.beta / net.eta_enc**2).view(-1, 1, 1)
+
+    def __call__(self, theta: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        p, dq = net.params(theta), net.params(q)
+        k, d1 = theta.shape[0], net.d1
+        eye = torch.eye(d1, dtype=theta.dtype, device=theta.device)
+        ut = p["dec_w"]  # (K, d1, d2)
+        utu = torch.bmm(ut, ut.transpose(1, 2)) * self.inv_e2
+        b_enc = utu + self.beta_p * eye  # (K, d1, d1)
+        lv = net.const_logvar(p)[:, 0]  # (K, d1)
+        var = torch.exp(lv)
+        th, be = p["enc_w"], p["enc_b"]
+        mu_mean = torch.matmul(self.mean, th) + be  # (K, d1)
+        emm = (torch.bmm(th.transpose(1, 2), self.a.view(1, -1, 1) * th)
+               + mu_mean.unsqueeze(2) * mu_mean.unsqueeze(1))
+        b_dec = (emm + torch.diag_embed(var)) * self.inv_e2
+        out = {}
+        # theta row j: curvature a_j * (U^T U / eta^2) + beta a_j / eta_enc^2 = a_j * b_enc
+        g_w = torch.linalg.solve(b_enc.unsqueeze(1), dq["enc_w"].unsqueeze(-1)).squeeze(-1)
+        out["enc_w"] = g_w / self.a.clamp_min(1e-300).view(1, -1, 1)
+        out["enc_b"] = torch.linalg.solve(b_enc, dq["enc_b"].unsqueeze(-1)).squeeze(-1)
+        if "logvar" in dq:
+            h = 0.5 * var * ((ut**2).sum(-1) * self.inv_e2[:, :, 0] + self.beta_p[:, :, 0])
+            out["logvar"] = dq["logvar"] / h.clamp_min(1e-300)
+        out["dec_w"] = torch.linalg.solve(b_dec, dq["dec_w"])
+        out["dec_b"] = dq["dec_b"] / self.inv_e2[:, :, 0]
+        return torch.cat([out[name].reshape(k, -1) for name, _, _, _ in net.layout], 1)
