@@ -59,7 +59,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=500)
     ap.add_argument("--rtol", type=float, default=0.01)
     ap.add_argument("--no-control", action="store_true")
-    ap.add_argument("--report", action="store_true", help="only print the tables")
+    ap.add_argument("--report", action="store_true",
+                    help="only print the tables of the runs found in OUT (finished or not)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.smoke:
@@ -67,21 +68,23 @@ def main() -> None:
     widths = [int(w) for w in args.widths.split(",")]
     data = load("synthetic")
     out = Path(args.out)
-    for model in args.models.split(","):
-        runs = {}
-        plan = [(f"h{w}", w, args.steps, args.lr) for w in widths]
-        if not args.no_control:
-            plan.append((f"h{widths[0]} control", widths[0], 3 * args.steps, args.lr / 3))
-        for label, width, steps, lr in plan:
+    models = args.models.split(",")
+    plan = [(f"h{w}", w, args.steps, args.lr) for w in widths]
+    if not args.no_control:
+        plan.append((f"h{widths[0]} control", widths[0], 3 * args.steps, args.lr / 3))
+    # Width-major: the small, cheap runs of every model finish first.
+    for label, width, steps, lr in ([] if args.report else plan):
+        for model in models:
             folder = out / f"{model}-{label.replace(' ', '-')}"
-            if args.report:
-                if (folder / "locate.json").exists():
-                    runs[label] = load_locate(folder)
-                continue
-            runs[label] = locate(data, latent_dim=5, model=model, sigma="linear",
-                                 hidden=width, seeds=range(args.seeds), rtol=args.rtol,
-                                 steps=steps, lr=lr, batch_size=args.batch_size,
-                                 out=folder, resume=True, progress=True)
+            locate(data, latent_dim=5, model=model, sigma="linear", hidden=width,
+                   seeds=range(args.seeds), rtol=args.rtol, steps=steps, lr=lr,
+                   batch_size=args.batch_size, out=folder, resume=True, progress=True)
+    for model in models:
+        runs = {}
+        for label, *_ in plan:
+            folder = out / f"{model}-{label.replace(' ', '-')}"
+            if (folder / "locate.json").exists():
+                runs[label] = load_locate(folder)
         if runs:
             print(f"\n### {model} (Sigma(x) linear, latent 5, {args.seeds} seeds, "
                   f"{args.steps} Adam steps, lr {args.lr}, batch {args.batch_size})\n")
