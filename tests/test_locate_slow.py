@@ -53,7 +53,7 @@ def test_linear_mnist_thresholds_to_one_percent():
 @pytest.mark.parametrize("model", ["relu", "tanh"])
 def test_nonlinear_synthetic_every_mode_bracketed(model, tmp_path):
     res = locate(load("synthetic"), latent_dim=5, model=model, sigma="linear", hidden=8,
-                 seeds=range(3), rtol=0.02, lr=3e-3, steps=1500, batch_size=500,
+                 seeds=range(3), rtol=0.02, lr=3e-3, steps=1000, batch_size=500,
                  out=tmp_path)
     print(f"\n{model}: mode predicted observed rel_error converged_fraction monotone")
     for m in res.modes:
