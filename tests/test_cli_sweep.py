@@ -57,6 +57,25 @@ def test_missing_file_is_an_error(tmp_path, capsys):
     assert "nope.npy" in capsys.readouterr().err
 
 
+def _wait_cpu_seconds(proc, seconds: float, *, timeout: float = 120.0) -> None:
+    """Wait until ``proc`` has used ``seconds`` of CPU time (Linux /proc), or has ended; a
+    plain wall-clock wait where /proc is missing."""
+    stat = f"/proc/{proc.pid}/stat"
+    if not os.path.exists(stat):
+        time.sleep(seconds)
+        return
+    tick = os.sysconf("SC_CLK_TCK")
+    end = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < end:
+        try:
+            fields = open(stat).read().rsplit(")", 1)[1].split()
+        except OSError:
+            return
+        if (int(fields[11]) + int(fields[12])) / tick >= seconds:  # utime + stime
+            return
+        time.sleep(0.1)
+
+
 def _cmd(out, *extra):
     return [sys.executable, "-m", "postcollapse", "sweep", "synthetic", "--model", "relu",
             "--sigma", "linear", "--betas", "0.5,2", "--batch-size", "64", "--steps", "%d",
@@ -72,7 +91,7 @@ def test_kill_and_resume_subprocess_equals_uninterrupted(tmp_path):
     subprocess.run(args_full, check=True, env=env, capture_output=True, timeout=300)
     args = [a if a != "%d" else "3000" for a in _cmd(cut)]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(4.0)  # startup + some training
+    _wait_cpu_seconds(proc, 5.0)  # startup (imports) + some training, also on a busy machine
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     if proc.returncode == 0:  # finished before the kill: nothing to resume

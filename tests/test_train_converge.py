@@ -159,3 +159,18 @@ def test_lbfgs_converges_on_an_ill_conditioned_spectrum(tmp_path):
     plain = sweep((x, y), betas=betas[:1], block_scaling=False, steps=300)
     assert not plain.column("converged").any()  # still moving, and it says so
     assert _sigma_error(plain.rows[0], spec, betas[0]) > 1e-2
+
+
+def test_member_noise_does_not_depend_on_the_chunking_or_the_other_seeds():
+    from postcollapse.train.evaluate import NOISE_BLOCK, member_noise
+
+    kw = {"stream": 4, "sample": 1, "d1": 3, "dtype": torch.float64}
+    n = 2 * NOISE_BLOCK + 100
+    whole = member_noise([7, 2], lo=0, hi=n, **kw)
+    parts = torch.cat([member_noise([7, 2], lo=0, hi=NOISE_BLOCK, **kw),
+                       member_noise([7, 2], lo=NOISE_BLOCK, hi=n, **kw)], 1)
+    assert torch.equal(whole, parts)
+    assert torch.equal(member_noise([2], lo=0, hi=n, **kw)[0], whole[1])
+    assert not torch.equal(whole[0], whole[1])
+    with pytest.raises(ValueError, match="multiple of"):
+        member_noise([0], lo=5, hi=n, **kw)
