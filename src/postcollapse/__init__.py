@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 
 _LAZY_SUBMODULES = (
     "theory", "data", "models", "train", "diagnostics", "figures", "scale", "integrations",
+    "locate",
 )
 
 # Public classes imported on first use: name -> module.

@@ -23,6 +23,7 @@ __all__ = ["main", "build_parser", "COMMAND_MODULES"]
 COMMAND_MODULES = (
     "postcollapse.cli.theory_cmds",  # thresholds, optimum
     "postcollapse.cli.sweep_cmd",  # sweep
+    "postcollapse.cli.locate_cmd",  # locate
     "postcollapse.cli.reproduce_cmd",  # reproduce
     "postcollapse.cli.diagnose_cmds",  # diagnose, effective-beta
 )

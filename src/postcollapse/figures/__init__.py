@@ -8,6 +8,7 @@ writes it as PNG and PDF atomically.
 from __future__ import annotations
 
 from postcollapse.figures.curves import TheoryCurves, theory_curves, theory_sigma
+from postcollapse.figures.locate_plot import locate_figure
 from postcollapse.figures.samples import montage, samples_figure
 from postcollapse.figures.save import save_figure
 from postcollapse.figures.sweep_plot import loss_sigma_figure
@@ -17,6 +18,7 @@ __all__ = [
     "theory_curves",
     "theory_sigma",
     "loss_sigma_figure",
+    "locate_figure",
     "samples_figure",
     "montage",
     "save_figure",

@@ -10,7 +10,8 @@ Where things are: :mod:`~postcollapse.reproduce.presets` (figures and presets as
 :mod:`~postcollapse.reproduce.grids` (beta grids), :mod:`~postcollapse.reproduce.reading`
 (sweep rows, observed collapse by :data:`COLLAPSE_RULE`, gaps to theory),
 :mod:`~postcollapse.reproduce.runs` (one run per figure),
-:mod:`~postcollapse.reproduce.records` (the typed records the runs return) and
+:mod:`~postcollapse.reproduce.records` (the typed records the runs return),
+:mod:`~postcollapse.reproduce.locating` (the located thresholds, beyond the paper) and
 :mod:`~postcollapse.reproduce.report` (Markdown and HTML).
 
 The library never prints: progress goes through the ``log`` callable (the CLI passes one
@@ -26,6 +27,7 @@ from postcollapse._checks import ACTIVE_VAR_THRESHOLD
 from postcollapse._io import atomic_write_json
 from postcollapse.reproduce.extensions import EXTENSIONS_PRESETS, extensions_section
 from postcollapse.reproduce.grids import beta_grid, sample_betas
+from postcollapse.reproduce.locating import LOCATE_TABLE, LocatedFigure, locate_section
 from postcollapse.reproduce.presets import FIGURES, PRESETS, FigureConfig, figure_config
 from postcollapse.reproduce.reading import (
     COLLAPSE_RULE,
@@ -56,6 +58,8 @@ __all__ = [
     "SweepFigure",
     "SamplesFigure",
     "ReproduceSummary",
+    "LocatedFigure",
+    "LOCATE_TABLE",
     "figure_config",
     "beta_grid",
     "sample_betas",
@@ -95,6 +99,7 @@ def reproduce(
     log: Callable[[str], None] | None = None,
     trainer: Callable | None = None,
     extensions: bool | None = None,
+    located: bool | None = None,
 ) -> ReproduceSummary:
     """Run the sweeps of the chosen figures, draw them, and write the report.
 
@@ -125,6 +130,10 @@ def reproduce(
         Also run the section beyond the paper (two-level VAE and free bits, linear models;
         :mod:`~postcollapse.reproduce.extensions`; about a minute in the quick preset).
         Default: when ``figures`` is "all".
+    located : bool, optional
+        Locate the critical betas the preset affords (:data:`LOCATE_TABLE`) with
+        :func:`postcollapse.locate` and report them (default: on for quick and paper, off
+        for test).
 
     Returns
     -------
@@ -156,6 +165,10 @@ def reproduce(
     ext = None
     if extensions and preset in EXTENSIONS_PRESETS:
         ext = extensions_section(ctx, EXTENSIONS_PRESETS[preset])
+    if located is None:
+        located = preset != "test"
+    found, found_figure = (locate_section(ctx, names, preset, seeds=seeds) if located
+                           else ([], None))
     summary = ReproduceSummary(
         preset=preset,
         figures=records,
@@ -165,6 +178,8 @@ def reproduce(
         wall_seconds=time.perf_counter() - t_all,
         collapse_rule=COLLAPSE_RULE,
         extensions=ext,
+        located=found,
+        located_figure=found_figure,
     )
     atomic_write_json(out / "summary.json", summary.to_json())
     write_report(summary, out)

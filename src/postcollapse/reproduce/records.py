@@ -7,7 +7,7 @@ The report (:mod:`postcollapse.reproduce.report`), the CLI's summary lines and
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -118,7 +118,11 @@ class SamplesFigure(FigureRecord):
 
 @dataclass(frozen=True)
 class ReproduceSummary:
-    """One reproduction: the figure records and the environment they ran in."""
+    """One reproduction: the figure records and the environment they ran in.
+
+    ``located`` holds the :class:`~postcollapse.reproduce.locating.LocatedFigure` of each
+    figure whose thresholds were located, ``located_figure`` their figure (relative path).
+    """
 
     preset: str
     figures: list[FigureRecord]
@@ -128,6 +132,13 @@ class ReproduceSummary:
     wall_seconds: float
     collapse_rule: str
     extensions: object = None  # reproduce.extensions.ExtensionsRecord, when run
+    located: list = field(default_factory=list)
+    located_figure: str | None = None
+
+    def located_mode1(self, name: str) -> dict | None:
+        """The located mode 1 of figure ``name`` (None when it was not located)."""
+        rec = next((r for r in self.located if r.name == name), None)
+        return None if rec is None else rec.mode(1)
 
     def to_json(self) -> dict:
         """The content of ``OUT/summary.json``."""

@@ -61,6 +61,16 @@ def _overview(summary: ReproduceSummary) -> list[tuple]:
     rows = []
     for f in _sweeps(summary):
         c = f.collapse
+        m = summary.located_mode1(f.name)
+        if m is not None and m["observed"] is not None and math.isfinite(m["observed"]):
+            # The located critical beta and its bracket (over seeds) replace the grid's.
+            ok = abs(m["rel_error"]) <= f.collapse_tolerance
+            rows.append([f.name, f.config.model, num(m["predicted"]),
+                         num(m["observed"]) + " (located)",
+                         f"[{num(m['lower'])}, {num(m['upper'])}]", pct(m["rel_error"]),
+                         f"{100 * f.collapse_tolerance:.0f}%",
+                         "holds" if ok else "DOES NOT HOLD", f"{f.train_seconds:.0f}"])
+            continue
         rows.append([f.name, f.config.model, num(c.predicted), num(c.observed),
                      f"({num(c.lower)}, {num(c.observed)}]", pct(c.rel_error),
                      f"{100 * f.collapse_tolerance:.0f}%",
@@ -68,8 +78,42 @@ def _overview(summary: ReproduceSummary) -> list[tuple]:
                      f"{f.train_seconds:.0f}"])
     if rows:
         blocks.append(("h2", "Summary: complete collapse"))
+        if summary.located:
+            blocks.append(("p", "Rows marked (located) give the critical β of mode 1 located "
+                                "by bisection (median over seeds of the bracket midpoints; "
+                                "the bracket spans all seeds); the others are read off the "
+                                "figure's β grid."))
         blocks.append(("table", ["figure", "model", "predicted β₁*", "observed", "bracket",
                                  "rel. error", "tolerance", "claim", "training (s)"], rows))
+    return blocks
+
+
+LOCATED_HEADER = ["model", "mode", "predicted β_i*", "observed", "bracket", "rel. error",
+                  "seeds", "converged", "note"]
+
+
+def _located(summary: ReproduceSummary) -> list[tuple]:
+    """The section of located thresholds (a figure beyond the paper)."""
+    if not summary.located:
+        return []
+    blocks = [("h2", "Located thresholds (beyond the paper)"),
+              ("p", prose("locate_rule") + " " + prose(f"locate_{summary.preset}"))]
+    if summary.located_figure:
+        blocks.append(("img", summary.located_figure, "observed vs predicted critical beta"))
+    rows = []
+    for r in summary.located:
+        for m in r.modes:
+            note = m["note"] + ("" if m["monotone"] else " (count not monotone)")
+            rows.append([r.label, str(m["mode"]), num(m["predicted"]), num(m["observed"]),
+                         f"[{num(m['lower'])}, {num(m['upper'])}]", pct(m["rel_error"]),
+                         str(m["seeds"]), num(m["converged_fraction"], ".2f"), note.strip()])
+    blocks.append(("table", LOCATED_HEADER, rows))
+    cost = "; ".join(f"{r.label}: {r.rounds} rounds, {r.members} members, "
+                     f"{r.train_seconds:.0f} s (bracket to {100 * r.rtol:g}%"
+                     + ("" if r.done else ", NOT finished") + ")" for r in summary.located)
+    blocks.append(("p", f"Cost: {cost}. Files: "
+                        + ", ".join(f"`{p}`" for r in summary.located for p in r.files)
+                        + "."))
     return blocks
 
 
@@ -142,7 +186,7 @@ def _samples_detail(f: SamplesFigure) -> list[tuple]:
 
 def report_blocks(summary: ReproduceSummary) -> list[tuple]:
     """The report as a list of blocks (see the module docstring)."""
-    blocks = _overview(summary) + _agreement(summary)
+    blocks = _overview(summary) + _agreement(summary) + _located(summary)
     blocks.append(("h2", "Settings and deviations from the paper"))
     blocks.append(("p", prose(f"notes_{summary.preset}")))
     for f in summary.figures:

@@ -31,7 +31,7 @@ from postcollapse.reproduce.report import num, pct
 from postcollapse.train.results import parse_flag
 
 __all__ = ["RunContext", "TRAINER_OPTIONS", "run_sweep", "sweep_figure", "samples_figure",
-           "decode_prior"]
+           "decode_prior", "dataset_of"]
 
 
 @dataclass
@@ -72,6 +72,11 @@ def _theory(ctx: RunContext, cfg: FigureConfig) -> _Theory:
     ds, spec = ctx.datasets[key]
     zeta = np.asarray(spec.zeta_padded(cfg.latent_dim), dtype=float)
     return _Theory(ds=ds, spec=spec, zeta=zeta, thresholds=zeta**2)
+
+
+def dataset_of(ctx: RunContext, cfg: FigureConfig):
+    """The data set of ``cfg`` (loaded once per context)."""
+    return _theory(ctx, cfg).ds
 
 
 #: The FigureConfig fields passed to the trainer under the same name.

@@ -1,0 +1,95 @@
+"""How far the linear theory carries: located thresholds of ReLU / Tanh VAEs against width.
+
+For each model (relu, tanh; Sigma(x) linear, latent 5, synthetic data) and hidden width
+(8, 32, 128 by default) it runs ``postcollapse.locate`` with the same training settings and
+seeds, plus an optimiser control at the smallest width (the same model trained 3x longer
+at a third of the learning rate). Every run writes ``OUT/<model>-h<width>[-control]/`` and
+resumes from there, so an interrupted study continues where it stopped. At the end it
+prints one Markdown table per model: mode, predicted, observed per width, relative error,
+converged fraction.
+
+    nice -n 10 python benchmarks/study_width.py --out study-out
+    python benchmarks/study_width.py --smoke --out /tmp/study   # seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import torch
+
+from postcollapse.data import load
+from postcollapse.locate import load_locate, locate
+
+
+def _fmt(v: float, pct: bool = False) -> str:
+    if not math.isfinite(v):
+        return "-"
+    return f"{100 * v:+.1f}%" if pct else f"{v:.4g}"
+
+
+def table(runs: dict[str, object]) -> str:
+    """Markdown table: mode, predicted, then observed (rel. error, converged) per run."""
+    labels = list(runs)
+    first = next(iter(runs.values()))
+    head = "| mode | predicted | " + " | ".join(labels) + " |"
+    lines = [head, "|" + " --- |" * (2 + len(labels))]
+    for i, m in enumerate(first.modes):
+        cells = []
+        for lab in labels:
+            r = runs[lab].modes[i]
+            note = "" if r.monotone else ", not monotone"
+            cells.append(f"{_fmt(r.observed)} ({_fmt(r.rel_error, True)}; "
+                         f"conv {_fmt(r.converged_fraction)}; {r.seeds} seeds{note})")
+        lines.append(f"| {m.mode} | {_fmt(m.predicted)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="study-out")
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--models", default="relu,tanh")
+    ap.add_argument("--widths", default="8,32,128")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--rtol", type=float, default=0.01)
+    ap.add_argument("--no-control", action="store_true")
+    ap.add_argument("--report", action="store_true",
+                    help="only print the tables of the runs found in OUT (finished or not)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    if args.smoke:
+        args.widths, args.seeds, args.steps, args.rtol = "8", 1, 200, 0.1
+    widths = [int(w) for w in args.widths.split(",")]
+    data = load("synthetic")
+    out = Path(args.out)
+    models = args.models.split(",")
+    plan = [(f"h{w}", w, args.steps, args.lr) for w in widths]
+    if not args.no_control:
+        plan.append((f"h{widths[0]} control", widths[0], 3 * args.steps, args.lr / 3))
+    # Width-major: the small, cheap runs of every model finish first.
+    for label, width, steps, lr in ([] if args.report else plan):
+        for model in models:
+            folder = out / f"{model}-{label.replace(' ', '-')}"
+            locate(data, latent_dim=5, model=model, sigma="linear", hidden=width,
+                   seeds=range(args.seeds), rtol=args.rtol, steps=steps, lr=lr,
+                   batch_size=args.batch_size, out=folder, resume=True, progress=True)
+    for model in models:
+        runs = {}
+        for label, *_ in plan:
+            folder = out / f"{model}-{label.replace(' ', '-')}"
+            if (folder / "locate.json").exists():
+                runs[label] = load_locate(folder)
+        if runs:
+            print(f"\n### {model} (Sigma(x) linear, latent 5, {args.seeds} seeds, "
+                  f"{args.steps} Adam steps, lr {args.lr}, batch {args.batch_size})\n")
+            print(table(runs))
+
+
+if __name__ == "__main__":
+    main()
