@@ -57,9 +57,10 @@ def test_linear_mnist_reaches_closed_form(sigma):
     # The float64 default tolerance (1e-12 relative decrease, 3 steps in a row). A looser
     # 1e-9 stopped one member (beta = 1.18, modes 4 and 5 still mixed) on a plateau with
     # a 5e-5 loss gap and sigma 3% off: measured, not hypothetical.
-    # block_scaling=False: the scaled path on MNIST (d0 = 784) is not yet measured here.
+    # The default block scaling of L-BFGS (whitened inputs floored at 1e-2 of the largest).
     res = sweep(data, betas=betas, sigma=sigma, optimizer="lbfgs", dtype="float64",
-                steps=4000, block_scaling=False)
+                steps=4000)
+    assert res.config["block_scaling"]
     assert res.config["loss_path"] == "moments"
     assert res.column("converged").all()
     _check(res, spec, betas, sigma, 5)
