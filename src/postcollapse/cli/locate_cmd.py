@@ -7,6 +7,8 @@ import json
 import math
 import sys
 
+from postcollapse.cli.helptext import examples
+
 __all__ = ["register", "run"]
 
 DEFAULT_OUT = "locate-out"
@@ -24,26 +26,46 @@ def register(subparsers) -> None:
         "the observation lies outside, and are refined (all modes and seeds in one batched "
         "training per round) until every bracket is narrower than --rtol. Writes "
         "OUT/thresholds.csv and OUT/locate.json after every round.",
+        epilog=examples(
+            "postcollapse locate synthetic --latent-dim 5 --out runs/locate-linear",
+            "postcollapse locate synthetic --model relu --sigma linear --seeds 3 --rtol 0.02 "
+            "--out runs/locate-relu",
+            "postcollapse locate mnist --latent-dim 5 --json --out runs/locate-mnist",
+            note="A unit is active when Var_x E[z_i|x] > 0.01 (the sweep's rule). For the "
+                 "linear model Var(mu_i) = 1 - beta/beta_i* at the optimum, so this rule "
+                 "places the observed threshold at 0.99 beta_i*: a -1% offset that comes "
+                 "from the rule, not from training.",
+        ),
     )
-    p.add_argument("data", metavar="DATA", help="'synthetic', 'mnist', or a data file / folder")
+    p.add_argument("data", metavar="DATA",
+                   help="'synthetic', 'mnist', or a data file / folder (.npy, .npz, .csv, "
+                        ".parquet, IDX[.gz])")
     p.add_argument("--target", default=None, help="target data (conditional VAE); "
-                   "'same' forces a plain VAE")
+                   "'same' forces a plain VAE (default: y of an .npz DATA, else y = x)")
     p.add_argument("--model", default="linear",
-                   help="linear, relu or tanh (or ENCODER-DECODER, e.g. relu-linear)")
-    p.add_argument("--sigma", default="learnable", choices=SIGMA_KINDS)
-    p.add_argument("--latent-dim", type=int, default=5)
+                   help="linear, relu or tanh (or ENCODER-DECODER, e.g. relu-linear; default "
+                        "linear)")
+    p.add_argument("--sigma", default="learnable", choices=SIGMA_KINDS,
+                   help="encoder variance: prior, learnable, linear or mlp (default "
+                        "learnable)")
+    p.add_argument("--latent-dim", type=int, default=5, metavar="K",
+                   help="latent dimension d1; modes 1..K are located (default 5)")
     p.add_argument("--hidden", type=int, default=8, help="MLP hidden width (default 8)")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds 0..N-1 (default 1)")
     p.add_argument("--rtol", type=float, default=0.01,
                    help="relative bracket width to reach, upper/lower - 1 (default 0.01)")
-    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None,
+                   help="training steps per round at most (default: the sweep's)")
     p.add_argument("--batch-size", type=int, default=None, help="default: full batch")
-    p.add_argument("--lr", type=float, default=None, help="Adam's learning rate")
+    p.add_argument("--lr", type=float, default=None,
+                   help="Adam's learning rate (default: the sweep's, 1e-3)")
     p.add_argument("--optimizer", default=None, choices=OPTIMIZERS,
                    help="default: the sweep's")
     p.add_argument("--dtype", default=None, choices=DTYPES, help="default: the sweep's")
-    p.add_argument("--eta-dec", type=float, default=1.0)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--eta-dec", type=float, default=1.0, metavar="F",
+                   help="decoder standard deviation eta_dec (default 1)")
+    p.add_argument("--device", default="auto",
+                   help="auto, cpu or cuda (default auto: cuda when available)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted locate in OUT from its last finished round")

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from postcollapse.cli.cluster import add_cluster_options, cluster_client, sweep_function
+from postcollapse.cli.helptext import examples
 
 __all__ = ["register", "parse_betas", "eta_dec_arg", "run", "diverged_line", "EXIT_DIVERGED"]
 
@@ -61,45 +62,68 @@ def register(subparsers) -> None:
         description="Train one VAE per (beta, seed), all as one batched model, and write "
         "OUT/results.csv (one row per member) and OUT/sweep.json (config, data summary and "
         "the closed-form theory for the same data).",
-        epilog="Exit status: 0 when every member trained; 3 when the sweep finished but some "
-        "members failed (a non-finite loss, or a loss that rose far above its start; results "
-        "are still written, those rows have diverged=True and a fault, and stderr says how "
-        "many); 2 for bad input or an output "
-        "folder that cannot be written (checked before training); 130 when interrupted "
-        "(continue with --resume). Killed at any point, even with SIGKILL, a sweep loses at "
-        "most --checkpoint-seconds of training and --resume continues it to the same "
-        "results.",
+        epilog=examples(
+            "postcollapse sweep synthetic --betas 1,3,10,30 --out runs/linear",
+            "postcollapse sweep synthetic --model relu --sigma linear --betas 0.5:30:20 "
+            "--log-betas --seeds 3 --out runs/relu",
+            "postcollapse sweep mnist --eta-dec learn --betas 20,50,120 --out runs/learned",
+            "postcollapse sweep synthetic --betas 1,3,10,30 --out runs/linear --resume  # after "
+            "a kill",
+            note="Exit status: 0 when every member trained; 3 when the sweep finished but "
+                 "some members failed (a non-finite loss, or a loss that rose far above its "
+                 "start; results are still written, those rows have diverged=True and a "
+                 "fault, and stderr says how many); 2 for bad input or an output folder that "
+                 "cannot be written (checked before training); 130 when interrupted "
+                 "(continue with --resume). Killed at any point, even with SIGKILL, a sweep "
+                 "loses at most --checkpoint-seconds of training and --resume continues it "
+                 "to the same results.",
+        ),
     )
-    p.add_argument("data", metavar="DATA", help="'synthetic', 'mnist', or a data file / folder")
+    p.add_argument("data", metavar="DATA",
+                   help="'synthetic', 'mnist', or a data file / folder (.npy, .npz, .csv, "
+                        ".parquet, IDX[.gz], a folder of .npy shards)")
     p.add_argument("--target", default=None, help="target data (conditional VAE); "
-                   "'same' forces a plain VAE")
+                   "'same' forces a plain VAE (default: y of an .npz DATA, else y = x)")
     p.add_argument("--model", default="linear",
-                   help="linear, relu or tanh (or ENCODER-DECODER, e.g. relu-linear)")
-    p.add_argument("--sigma", default="learnable", choices=SIGMA_KINDS)
-    p.add_argument("--latent-dim", type=int, default=5)
+                   help="linear, relu or tanh (or ENCODER-DECODER, e.g. relu-linear; default "
+                        "linear)")
+    p.add_argument("--sigma", default="learnable", choices=SIGMA_KINDS,
+                   help="encoder variance: prior (fixed at eta_enc^2), learnable (one "
+                        "diagonal), linear or mlp (a function of x) (default learnable)")
+    p.add_argument("--latent-dim", type=int, default=5, metavar="K",
+                   help="latent dimension d1 (default 5)")
     p.add_argument("--hidden", type=int, default=8, help="MLP hidden width (default 8)")
     p.add_argument("--betas", default=None, help="START:STOP:NUM or b1,b2,...; default: 40 "
                    "log-spaced betas from 0.1 x beta_K* to 2 x beta_1* of the data")
     p.add_argument("--log-betas", action="store_true", help="geometric START:STOP:NUM grid")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds 0..N-1 (default 1)")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, default=None)
-    length.add_argument("--epochs", type=int, default=None)
+    length.add_argument("--steps", type=int, default=None,
+                        help="training steps at most (default: 20000 for Adam, 2000 for "
+                             "L-BFGS; members stop earlier when converged)")
+    length.add_argument("--epochs", type=int, default=None,
+                        help="training length in epochs instead of steps (default: --steps)")
     p.add_argument("--batch-size", type=int, default=None, help="default: full batch")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam's initial learning rate")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="Adam's initial learning rate (default 1e-3)")
     p.add_argument("--optimizer", default="auto", choices=OPTIMIZER_CHOICES,
                    help="default auto: lbfgs when the loss is exact (linear decoder) and the "
                    "batch full, else adam")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default="auto",
+                   help="auto, cpu or cuda (default auto: cuda when available)")
     p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
                    help="default auto: float64 for lbfgs, float32 for adam")
-    p.add_argument("--tol", type=float, default=None, help="convergence tolerance")
+    p.add_argument("--tol", type=float, default=None,
+                   help="convergence tolerance on the relative change of the objective "
+                        "(default: 1e-6 for Adam, 1e-12 for float64 L-BFGS, 1e-7 for "
+                        "float32 L-BFGS; 0 disables)")
     p.add_argument("--lr-decay", type=_decay, default=0.5, metavar="FACTOR",
                    help="Adam: multiply a member's learning rate by FACTOR when its "
                    "fixed-noise training objective plateaus ('none': fixed rate; default 0.5)")
     p.add_argument("--patience", type=int, default=3,
                    help="Adam: checks without improvement before the rate decays (default 3)")
-    p.add_argument("--eta-enc", type=float, default=1.0)
+    p.add_argument("--eta-enc", type=float, default=1.0, metavar="F",
+                   help="prior standard deviation eta_enc (default 1)")
     p.add_argument("--eta-dec", type=eta_dec_arg, default=1.0, metavar="F|learn",
                    help="decoder standard deviation (default 1), or 'learn': each member "
                         "learns it, trained on the beta-NLL (results gain the learned eta_dec)")
@@ -130,7 +154,8 @@ def add_extension_options(p) -> None:
     p.add_argument("--free-bits-mode", default="dataset", choices=FREE_BITS_MODES,
                    help="dataset: max(LAMBDA, KL_j) of KL_j averaged over the whole data "
                         "(the theory's objective, full batch only); batch: max applied to "
-                        "each minibatch's average (what minibatch training optimises)")
+                        "each minibatch's average (what minibatch training optimises; "
+                        "default dataset)")
 
 
 def extension_kwargs(args) -> dict:
