@@ -357,7 +357,9 @@ def test_full_disk_through_the_cli_is_one_line(tmp_path, capsys, monkeypatch):
 
 # ----------------------------------------------------------------- training faults
 BAD = 1  # the member that fails (beta 1.0)
-FAULT_KW = {"betas": [0.5, 1.0, 2.0], "latent_dim": 2, "lr": 1e-2, "tol": 0.0,
+# Adam (the optimizer whose faults these are: L-BFGS has no learning rate to get wrong).
+FAULT_KW = {"optimizer": "adam", "betas": [0.5, 1.0, 2.0], "latent_dim": 2, "lr": 1e-2,
+            "tol": 0.0,
             "check_every": 10, "steps": 80, "device": "cpu"}
 
 
@@ -421,7 +423,7 @@ def test_a_learning_rate_far_too_large_is_a_fault_of_every_member():
 
 def test_cli_exit_status_and_summary_count_the_failed_members(tmp_path, capsys):
     base = ["sweep", "synthetic", "--betas", "0.5,1,2", "--seeds", "2", "--steps", "60",
-            "--quiet", "--device", "cpu"]
+            "--quiet", "--device", "cpu", "--optimizer", "adam"]
     assert main([*base, "--lr", "1e4", "--out", str(tmp_path / "bad")]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
@@ -462,7 +464,7 @@ def test_data_beyond_float32_is_refused_before_training(tmp_path, capsys):
     x[7, 1] = 1e39  # finite in float64, inf in float32
     np.save(tmp_path / "x.npy", x)
     argv = ["sweep", str(tmp_path / "x.npy"), "--betas", "1", "--steps", "5", "--quiet",
-            "--device", "cpu"]
+            "--device", "cpu", "--optimizer", "adam"]
     assert main([*argv, "--out", str(tmp_path / "o32")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "beyond the range of float32" in err

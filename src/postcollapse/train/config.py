@@ -274,13 +274,15 @@ class SweepConfig:
         if self.precondition and not (lbfgs and linear_enc):
             raise ValueError("precondition needs optimizer 'lbfgs' and a linear encoder")
         put("precondition", bool(self.precondition))
-        scalable = self.precondition and self.decoder == "linear" and self.sigma in (
-            "prior", "learnable")
+        scalable = (self.precondition and self.decoder == "linear"
+                    and self.sigma in ("prior", "learnable")
+                    and self.levels == 1 and not self.learn_eta_dec)
         if self.block_scaling is None:
             put("block_scaling", bool(scalable))
         if self.block_scaling and not scalable:
             raise ValueError("block_scaling needs precondition (L-BFGS, linear encoder), a "
-                             "linear decoder and sigma 'prior' or 'learnable'")
+                             "linear decoder, sigma 'prior' or 'learnable', one level and a "
+                             "fixed eta_dec")
         put("block_scaling", bool(self.block_scaling))
         tol = self.tol
         if tol is None:

@@ -217,7 +217,7 @@ def run_sweep(data, config: SweepConfig, *,
     family = FAMILIES[config.family]
     mom = Moments.from_arrays(x, y)
     theory = family.theory(mom, config)
-    members = config.members
+    members = list(config.members)
     net = family.build(config, summary, dev, mom)
     objective = family.objective(net, config, x, y, mom)
     saved = checkpoint.restore(net) if config.resume else None

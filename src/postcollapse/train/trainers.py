@@ -347,6 +347,12 @@ class Whitener:
         return torch.cat([g[:, : self.lo], gt.flatten(1), g[:, self.hi:]], 1)
 
 
+def _solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Batched a^-1 b without raising on a singular batch element (its result is NaN)."""
+    x, info = torch.linalg.solve_ex(a, b)
+    return torch.where((info == 0).view(-1, *([1] * (b.dim() - 1))), x, float("nan"))
+
+
 #: Relative floor of the whitened input variances in BlockScaling (see there).
 A_FLOOR = 1e-2
 
@@ -399,12 +405,14 @@ class BlockScaling:
         b_dec = (emm + torch.diag_embed(var)) * self.inv_e2
         out = {}
         # theta row j: curvature a_j * (U^T U / eta^2) + beta a_j / eta_enc^2 = a_j * b_enc
-        g_w = torch.linalg.solve(b_enc, dq["enc_w"].transpose(1, 2)).transpose(1, 2)
+        # solve_ex: a member whose curvature is singular or non-finite gets NaN here and is
+        # then stopped as diverged, instead of an exception for the whole sweep.
+        g_w = _solve(b_enc, dq["enc_w"].transpose(1, 2)).transpose(1, 2)
         out["enc_w"] = g_w / self.a_floor.view(1, -1, 1)
-        out["enc_b"] = torch.linalg.solve(b_enc, dq["enc_b"].unsqueeze(-1)).squeeze(-1)
+        out["enc_b"] = _solve(b_enc, dq["enc_b"].unsqueeze(-1)).squeeze(-1)
         if "logvar" in dq:
             h = 0.5 * var * ((ut**2).sum(-1) * self.inv_e2[:, :, 0] + self.beta_p[:, :, 0])
             out["logvar"] = dq["logvar"] / h.clamp_min(1e-300)
-        out["dec_w"] = torch.linalg.solve(b_dec, dq["dec_w"])
+        out["dec_w"] = _solve(b_dec, dq["dec_w"])
         out["dec_b"] = dq["dec_b"] / self.inv_e2[:, :, 0]
         return torch.cat([out[name].reshape(k, -1) for name, _, _, _ in net.layout], 1)
