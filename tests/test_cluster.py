@@ -203,6 +203,10 @@ def _rows(out):
         return list(csv.DictReader(fh))
 
 
+#: Columns that hold text (the optimizer and dtype used, a failed member's fault).
+TEXT_COLUMNS = ("optimizer", "dtype", "fault")
+
+
 def _assert_same_sweep(out, ref):
     """Rows equal: integers and flags exactly, floats to 1e-12 (the final evaluation of a
     batch of members can round differently in the last bit with the batch size); the
@@ -213,7 +217,7 @@ def _assert_same_sweep(out, ref):
         for k in ra:
             if k == "wall_time":
                 continue
-            if k in INT_COLUMNS or k == "beta":
+            if k in INT_COLUMNS or k in TEXT_COLUMNS or k == "beta":
                 assert ra[k] == rb[k], (k, ra, rb)
             else:
                 np.testing.assert_allclose(float(ra[k]), float(rb[k]), rtol=1e-12, atol=1e-14,
