@@ -180,7 +180,8 @@ def load_sweep(out_dir) -> SweepResult:
             r[key] = float(r[key])
         _fill_eta_dec(r, summary["config"].get("eta_dec", 1.0), d2)
         for key, missing in LATER_COLUMNS.items():
-            r.setdefault(key, summary["config"].get(key, missing))
+            if r.get(key) in (None, ""):  # an older file, or a family without the column
+                r[key] = summary["config"].get(key, missing)
             if key in ("final_rel_change", "lr_final"):
                 r[key] = float(r[key])
             else:
