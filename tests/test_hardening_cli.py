@@ -26,7 +26,7 @@ from fuzzing import fast_and_slow
 from postcollapse.cli import build_parser, main
 
 RUN = ("thresholds", "optimum", "effective-beta", "diagnose")
-PARSE_ONLY = ("sweep", "reproduce")
+PARSE_ONLY = ("sweep", "reproduce", "locate")  # training commands: parsing only
 # Flags never drawn: a real cluster / network address, or a long-running local cluster.
 SKIP_FLAGS = {"--scheduler", "--help", "-h", "--version"}
 _NONFINITE = re.compile(r"(?<![\w.])-?(nan|inf|infinity)(?![\w])", re.IGNORECASE)
