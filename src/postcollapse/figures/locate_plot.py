@@ -81,7 +81,8 @@ def locate_figure(results: Mapping[str, Sequence], *, title: str = ""):
     # rule (Var > 0.01) flips at beta_i* (1 - 0.01) for eta_enc = 1.
     ax_rel.axhline(-100 * ACTIVE_VAR_THRESHOLD, color="0.4", ls=":", lw=1.0, zorder=0,
                    label="where Var(mu) = 0.01 at the linear optimum")
-    ax_rel.legend(fontsize=7, loc="lower right")
+    ax_rel.margins(y=0.25)  # room for the legend without hiding a point at the extremes
+    ax_rel.legend(fontsize=7, loc="best")
     ax_rel.set_xlabel(r"predicted $\beta_i^* = \zeta_i^2/\eta_{dec}^2$")
     ax_rel.set_ylabel("observed / predicted - 1 (%)")
     ax_rel.grid(True, which="both", alpha=0.25)
