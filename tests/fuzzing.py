@@ -9,6 +9,9 @@ marked ``slow``. Usage::
 
 from __future__ import annotations
 
+import contextlib
+import signal
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 
@@ -22,3 +25,19 @@ def fast_and_slow(*, fast: int = 30, slow: int = 300, **strategies):
         return make(fast), pytest.mark.slow(make(slow))
 
     return deco
+
+
+@contextlib.contextmanager
+def time_limit(seconds, what="call"):
+    """Raise TimeoutError in the block after ``seconds`` (SIGALRM): a hang fails the test."""
+
+    def boom(*_):
+        raise TimeoutError(f"{what} still running after {seconds} s (a hang)")
+
+    old = signal.signal(signal.SIGALRM, boom)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)

@@ -14,7 +14,6 @@ import contextlib
 import io
 import json
 import re
-import signal
 import tempfile
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 
-from fuzzing import fast_and_slow
+from fuzzing import fast_and_slow, time_limit
 from postcollapse.cli import build_parser, main
 
 RUN = ("thresholds", "optimum", "effective-beta", "diagnose")
@@ -156,24 +155,13 @@ def _argv_strategy(name, parser):
 COMMANDS = _commands()
 
 
-@contextlib.contextmanager
-def _time_limit(seconds):
-    def boom(*_):
-        raise TimeoutError(f"command still running after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def run_cli(argv, *, seconds=60):
     """(exit status, stdout, stderr) of ``postcollapse ARGV`` run in this process."""
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _time_limit(seconds):
+    with (contextlib.redirect_stdout(out), contextlib.redirect_stderr(err),
+          time_limit(seconds, "command")):
         try:
             rc = main(argv)
         except SystemExit as exc:

@@ -8,12 +8,10 @@ allocation (tracemalloc checks the peak while reading a tiny file).
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import io
 import os
 import resource
-import signal
 import struct
 import subprocess
 import sys
@@ -26,7 +24,7 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 
-from fuzzing import fast_and_slow
+from fuzzing import fast_and_slow, time_limit
 from postcollapse.data import load, read_csv, read_xy
 
 # A tiny file must never make the reader allocate more than this.
@@ -34,25 +32,13 @@ _PEAK_BYTES = 64 << 20
 _SECONDS = 10
 
 
-@contextlib.contextmanager
-def _time_limit(seconds=_SECONDS):
-    def boom(*_):
-        raise TimeoutError(f"reader still running after {seconds} s (a hang)")
-
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _outcome(path):
     """("ok", x, y) or ("error", message); anything else fails the test."""
     tracemalloc.start()
     try:
-        with _time_limit():
+        with time_limit(_SECONDS, "reader"):
             x, y = read_xy(path)
             x = np.asarray(x)
             y = None if y is None else np.asarray(y)
@@ -407,7 +393,7 @@ def _latents_outcome(path):
 
     tracemalloc.start()
     try:
-        with _time_limit():
+        with time_limit(_SECONDS, "reader"):
             mu, logvar = load_latents(path)
     except (ValueError, TypeError, OSError) as exc:
         assert str(exc) and "\n" not in str(exc).strip(), repr(str(exc))
