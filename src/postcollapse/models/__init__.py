@@ -19,6 +19,7 @@ _HOME = {
     "moment_tensors": "loss",
     "kl_dims": "loss",
     "kl_penalty": "loss",
+    "smooth_free_bits": "loss",
     "BatchedHierarchicalVAE": "hierarchical",
     "hierarchical_exact_loss": "hierarchical",
     "hierarchical_sampled_loss": "hierarchical",

@@ -36,6 +36,7 @@ __all__ = [
     "moment_tensors",
     "kl_dims",
     "kl_penalty",
+    "smooth_free_bits",
     "exact_loss",
     "sampled_loss",
     "moments_loss",
@@ -99,6 +100,18 @@ def kl_penalty(model, kld: torch.Tensor) -> torch.Tensor:
     if lam is None:
         return kld.sum(-1)
     return kld.clamp_min(lam).sum(-1)
+
+
+def smooth_free_bits(kld: torch.Tensor, lam: float, tau: torch.Tensor) -> torch.Tensor:
+    """A smooth upper bound on the free-bits penalty: sum_j lam + tau softplus((KL_j - lam)/tau).
+
+    It lies between sum_j max(lam, KL_j) and that plus d1 tau log 2, and tends to it as
+    tau -> 0 (the kink of the max at KL_j = lam is rounded off over a width ~tau); the
+    trainers minimise it with a decreasing tau (a continuation). kld (K, d1), tau (K,)
+    > 0 -> (K,).
+    """
+    t = tau.to(kld.dtype).unsqueeze(-1)
+    return (lam + t * torch.nn.functional.softplus((kld - lam) / t)).sum(-1)
 
 
 def gaussian_normaliser(model, v: torch.Tensor) -> torch.Tensor:

@@ -137,6 +137,7 @@ class SweepConfig:
     sigma1: float | None = None
     free_bits: float | None = None
     free_bits_mode: str = "dataset"
+    free_bits_smoothing: bool | None = None
     block_scaling: bool | None = None
     members: tuple[tuple[float, int], ...] | None = None
     lr_decay: float | None = 0.5
@@ -259,6 +260,22 @@ class SweepConfig:
             from postcollapse.theory.freebits import check_free_bits
 
             put("free_bits", check_free_bits(self.free_bits))
+        self._check_free_bits_smoothing(put)
+
+    def _check_free_bits_smoothing(self, put) -> None:
+        """free_bits_smoothing: default on for free bits over the whole data set."""
+        smooth = self.free_bits_smoothing
+        if smooth is not None and not isinstance(smooth, bool | np.bool_):
+            raise TypeError(f"free_bits_smoothing must be True, False or None, got {smooth!r}")
+        if smooth and self.free_bits is None:
+            raise ValueError("free_bits_smoothing needs free_bits LAMBDA; drop it or set "
+                             "free_bits")
+        if smooth and self.free_bits_mode != "dataset":
+            raise ValueError("free_bits_smoothing needs free_bits_mode 'dataset' (one "
+                             "objective over the whole data set); drop it for 'batch'")
+        if smooth is None:
+            smooth = self.free_bits is not None and self.free_bits_mode == "dataset"
+        put("free_bits_smoothing", bool(smooth))
 
     @property
     def family(self) -> str:
@@ -381,5 +398,6 @@ class SweepConfig:
             out.update(levels=2, beta2=self.beta2, latent_dim2=self.latent_dim2,
                        sigma1=self.sigma1)
         if self.free_bits is not None:
-            out.update(free_bits=self.free_bits, free_bits_mode=self.free_bits_mode)
+            out.update(free_bits=self.free_bits, free_bits_mode=self.free_bits_mode,
+                       free_bits_smoothing=self.free_bits_smoothing)
         return out

@@ -173,6 +173,16 @@ class BatchedLBFGS:
         self.it += 1
         return {"decrease": decrease, "f": f_new, "failed": failed, "decrement": -gd}
 
+    @torch.no_grad()
+    def restart(self, members: torch.Tensor) -> None:
+        """The objective of ``members`` (K,) bool changed: evaluate it again at their point
+        and forget their curvature history (the others keep theirs and do not move)."""
+        f, g = self.fun(self.x)
+        self.f = torch.where(members, f, self.f)
+        self.g = torch.where(members.unsqueeze(1), g, self.g)
+        self.rho = torch.where(members, 0.0, self.rho)
+        self.gamma = torch.where(members, torch.ones_like(self.gamma), self.gamma)
+
     def state_dict(self) -> dict:
         return {"x": self.x, "f": self.f, "g": self.g, "S": self.S, "Y": self.Y,
                 "rho": self.rho, "gamma": self.gamma, "it": self.it}

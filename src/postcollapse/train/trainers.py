@@ -14,11 +14,11 @@ from typing import ClassVar, Protocol
 import numpy as np
 import torch
 
-from postcollapse.models import MomentTensors, moments_loss
+from postcollapse.models import MomentTensors, moments_loss, smooth_free_bits
 from postcollapse.train.optim import BatchedLBFGS, MaskedAdam
 
-__all__ = ["Trainer", "MemberState", "AdamState", "AdamTrainer", "LBFGSTrainer", "TRAINERS",
-           "Whitener", "BlockScaling"]
+__all__ = ["Trainer", "MemberState", "AdamState", "LBFGSState", "AdamTrainer", "LBFGSTrainer",
+           "TRAINERS", "Whitener", "BlockScaling", "FreeBitsContinuation"]
 
 
 @dataclass
@@ -96,6 +96,53 @@ class AdamState(MemberState):
         st.best = torch.full((k,), float("inf"), dtype=torch.float64, device=device)
         st.bad = torch.zeros(k, dtype=torch.long, device=device)
         return st
+
+
+@dataclass
+class LBFGSState(MemberState):
+    """Adds the smoothing width ``tau`` (K,) of the free-bits continuation (None without)."""
+
+    tau: torch.Tensor | None = None
+
+
+class FreeBitsContinuation:
+    """The free-bits objective with its kink rounded off, and the schedule that sharpens it.
+
+    The penalty sum_j max(lam, KL_j) has a kink at KL_j = lam, and the optimum sits on it
+    whenever a latent is pinned (the "all pinned" and "mixed" regimes): quasi-Newton steps
+    stall there slightly above the minimum. The trainers instead minimise
+    ``models.smooth_free_bits`` (lam + tau softplus((KL_j - lam)/tau) per latent, smooth,
+    within d1 tau log 2 of the exact penalty) with a width tau that starts at
+    :attr:`START` nats and is multiplied by :attr:`FACTOR` each time a member has converged
+    on it, warm-started, down to :attr:`FINAL` (per dtype). A member has converged only once
+    it has converged at the final width, where the exact loss at its point is within
+    beta d1 FINAL log 2 of the smoothed minimum, hence of the exact minimum (1e-9 nats per
+    latent in float64: far below any tolerance on the loss). The loss reported in the rows
+    is always the exact one.
+    """
+
+    START: ClassVar[float] = 0.1
+    FACTOR: ClassVar[float] = 0.1
+    FINAL: ClassVar[dict] = {"float64": 1e-9, "float32": 1e-5}
+
+    def __init__(self, net, config):
+        self.net, self.lam = net, float(config.free_bits)
+        self.final = self.FINAL[config.dtype]
+
+    def start(self) -> torch.Tensor:
+        """The first width of every member, (K,)."""
+        return torch.full((self.net.n_members,), self.START, dtype=torch.float64,
+                          device=self.net.device)
+
+    def loss(self, parts, tau: torch.Tensor) -> torch.Tensor:
+        """The smoothed objective (K,) of ``parts`` (a ``LossParts`` of the exact loss)."""
+        return parts.rec + self.net.beta * smooth_free_bits(parts.kl_dims, self.lam, tau)
+
+    def sharpen(self, tau: torch.Tensor, done: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(new widths, members moved to a narrower width) given the members ``done`` (K,)
+        that converged at their width: those not yet at the final width move on."""
+        move = done & (tau > self.final * (1 + 1e-9))
+        return torch.where(move, (tau * self.FACTOR).clamp_min(self.final), tau), move
 
 
 class Trainer(Protocol):
@@ -238,10 +285,14 @@ class LBFGSTrainer:
         self.net, self.objective, self.tol = net, objective, config.tol
         self.whiten = Whitener(net, moments) if config.precondition else None
         self.on_moments = objective.moments is not None
-        self.state = MemberState.fresh(net.n_members, net.device)
+        self.state = LBFGSState.fresh(net.n_members, net.device)
+        self.smooth = (FreeBitsContinuation(net, config)
+                       if getattr(config, "free_bits_smoothing", False) else None)
+        if self.smooth is not None:
+            self.state.tau = self.smooth.start()
         if saved is not None:
-            self.state.load({f.name: saved["state"][f.name] for f in fields(MemberState)},
-                            net.device)
+            self.state.load({f.name: saved["state"].get(f.name, getattr(self.state, f.name))
+                             for f in fields(LBFGSState)}, net.device)
         flat = net.flat.data
         theta0 = flat if self.whiten is None else self.whiten.from_flat(flat)
         scale = BlockScaling(net, self.whiten.moments) if config.block_scaling else None
@@ -258,14 +309,22 @@ class LBFGSTrainer:
             xr = theta.detach().requires_grad_(True)
             with torch.enable_grad():
                 parts = moments_loss(net, whiten.moments, params=net.params(xr))
-                (g,) = torch.autograd.grad(parts.loss.sum(), xr)
-            return parts.loss.detach(), g
+                loss = self.training_loss(parts)
+                (g,) = torch.autograd.grad(loss.sum(), xr)
+            return loss.detach(), g
         xr = (theta if whiten is None else whiten.to_flat(theta)).detach()
         xr.requires_grad_(True)
         with torch.enable_grad():
             parts = self.objective(net.params(xr), 0)
-            (g,) = torch.autograd.grad(parts.loss.sum(), xr)
-        return parts.loss.detach(), (g if whiten is None else whiten.grad_to_theta(g))
+            loss = self.training_loss(parts)
+            (g,) = torch.autograd.grad(loss.sum(), xr)
+        return loss.detach(), (g if whiten is None else whiten.grad_to_theta(g))
+
+    def training_loss(self, parts) -> torch.Tensor:
+        """The objective L-BFGS minimises (K,): the loss, or its free-bits smoothing."""
+        if self.smooth is None:
+            return parts.loss
+        return self.smooth.loss(parts, self.state.tau)
 
     def step(self) -> None:
         st = self.state
@@ -282,6 +341,13 @@ class LBFGSTrainer:
         newly = active & ((st.streak >= self.patience) | res["failed"]) & arrived
         st.rel_change = torch.where(active, rel, st.rel_change)
         st.steps_done += active
+        if self.smooth is not None:  # converged on a smoothing width: on to a narrower one
+            st.tau, moved = self.smooth.sharpen(st.tau, newly)
+            if bool(moved.any()):
+                self.lbfgs.restart(moved)
+                fnew = torch.where(moved, self.lbfgs.f.double(), fnew)
+                st.streak = torch.where(moved, 0, st.streak)
+            newly &= ~moved
         st.converged |= newly
         st.last_loss = torch.where(active, fnew, f_old)
         st.step += 1
