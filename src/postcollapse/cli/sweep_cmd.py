@@ -156,6 +156,13 @@ def add_extension_options(p) -> None:
                         "(the theory's objective, full batch only); batch: max applied to "
                         "each minibatch's average (what minibatch training optimises; "
                         "default dataset)")
+    p.add_argument("--no-free-bits-smoothing", dest="free_bits_smoothing",
+                   action="store_false", default=None,
+                   help="train on the exact max(LAMBDA, KL_j) instead of a smoothing of its "
+                        "kink whose width shrinks to 1e-9 nats (float64) before a member "
+                        "counts as converged (the default with --free-bits-mode dataset; "
+                        "without it optimisers stall on the kink where latents are pinned "
+                        "at KL_j = LAMBDA)")
 
 
 def extension_kwargs(args) -> dict:
@@ -167,8 +174,12 @@ def extension_kwargs(args) -> dict:
                    sigma1=args.sigma1)
     if args.free_bits is not None:
         out.update(free_bits=args.free_bits, free_bits_mode=args.free_bits_mode)
+        if args.free_bits_smoothing is not None:
+            out.update(free_bits_smoothing=args.free_bits_smoothing)
     elif args.free_bits_mode != "dataset":
         raise ValueError("--free-bits-mode needs --free-bits LAMBDA")
+    elif args.free_bits_smoothing is not None:
+        raise ValueError("--no-free-bits-smoothing needs --free-bits LAMBDA")
     return out
 
 

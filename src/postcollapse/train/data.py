@@ -135,12 +135,17 @@ class Objective:
         common random numbers: a sampled loss uses the same ``n_eps`` noise draws per row
         (from each member's seed) at every call, so two calls differ only by the
         parameters. Exact (no noise) for a linear decoder."""
+        return self.crn_parts(n_eps=n_eps).loss.double()
+
+    @torch.no_grad()
+    def crn_parts(self, *, n_eps: int = 1):
+        """The ``LossParts`` of :meth:`crn_loss` (its loss, rec, kl and kl_dims)."""
         from postcollapse.train.evaluate import CRN_STREAM, seed_loss
 
         if self.moments is not None:
-            return moments_loss(self.net, self.moments).loss.double()
+            return moments_loss(self.net, self.moments)
         return seed_loss(self.net, self.x, self.y, seeds=self.streams.seeds,
-                         seed_pos=self.seed_pos, n_eps=n_eps, stream=CRN_STREAM).loss
+                         seed_pos=self.seed_pos, n_eps=n_eps, stream=CRN_STREAM)
 
     def __call__(self, params, step: int):
         """LossParts of the members with parameters ``params`` at training step ``step``."""

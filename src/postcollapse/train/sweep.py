@@ -57,6 +57,7 @@ def sweep(
     sigma1: float | None = None,
     free_bits: float | None = None,
     free_bits_mode: str = "dataset",
+    free_bits_smoothing: bool | None = None,
     members=None,
     block_scaling: bool | None = None,
     lr_decay: float | None = 0.5,
@@ -162,6 +163,14 @@ def sweep(
         "dataset": KL_j averaged over the whole data set before the max (the theory's
         objective; needs full batch); "batch": the max applied to each minibatch's average
         (what minibatch training optimises).
+    free_bits_smoothing : bool, optional
+        Default: on with free_bits_mode "dataset". The trainers minimise a smoothing of the
+        kink of max(lambda, KL_j), lambda + tau softplus((KL_j - lambda)/tau), and each
+        member that converged on a width tau goes on with tau / 10, from 0.1 nats down to
+        1e-9 (float64; 1e-5 in float32) where it has converged (a continuation, see
+        ``train.trainers.FreeBitsContinuation``; Adam only with ``lr_decay``). Without it
+        L-BFGS and Adam stall on the kink, slightly above the minimum, where latents are
+        pinned at KL_j = lambda. The rows' loss is always the exact free-bits loss.
     block_scaling : bool, optional
         With ``precondition``, a linear decoder and sigma prior / learnable (the default
         there): L-BFGS's initial inverse Hessian is the block-diagonal Gauss-Newton curvature

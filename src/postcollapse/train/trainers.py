@@ -67,8 +67,11 @@ class MemberState:
                 for f in fields(self)}
 
     def load(self, saved: dict, device) -> None:
-        """Take the values of a :meth:`to_dict` (``stop_time`` stays on the CPU)."""
+        """Take the values of a :meth:`to_dict` (``stop_time`` stays on the CPU); a field
+        the saved state lacks (a checkpoint written before it existed) keeps its value."""
         for f in fields(self):
+            if f.name not in saved:
+                continue
             v = saved[f.name]
             keep_cpu = not isinstance(v, torch.Tensor) or f.name == "stop_time"
             setattr(self, f.name, v if keep_cpu else v.to(device))
@@ -88,6 +91,7 @@ class AdamState(MemberState):
     prev_mean: torch.Tensor | None = None
     best: torch.Tensor | None = None
     bad: torch.Tensor | None = None
+    tau: torch.Tensor | None = None
 
     @classmethod
     def fresh(cls, k: int, device) -> AdamState:
@@ -178,7 +182,11 @@ class AdamTrainer:
     checks, or when a plateau would take its learning rate below ``min_lr``. With
     ``lr_decay`` None: a fixed learning rate, and the mean training loss over
     ``check_every`` steps changes by at most ``tol`` at ``patience`` (2) checks in a row.
-    A non-finite loss marks a member diverged.
+    A non-finite loss marks a member diverged. With ``free_bits_smoothing`` (and
+    ``lr_decay``) the steps and the plateau rule see the smoothed free-bits objective
+    (:class:`FreeBitsContinuation`); a member that would stop at a smoothing width wider
+    than the final one goes on at the next width (same learning rate, plateau bookkeeping
+    started over).
     """
 
     patience: ClassVar[int] = 2
@@ -191,6 +199,11 @@ class AdamTrainer:
         self.opt = MaskedAdam(net.flat.data, lr=config.lr)
         self.state = AdamState.fresh(net.n_members, net.device)
         self.state.lr.fill_(config.lr)
+        self.smooth = (FreeBitsContinuation(net, config)
+                       if getattr(config, "free_bits_smoothing", False)
+                       and self.decay is not None else None)
+        if self.smooth is not None:
+            self.state.tau = self.smooth.start()
         if saved is not None:
             self.state.load(saved["state"], net.device)
             self.opt.load_state_dict(saved["opt"])
@@ -201,8 +214,9 @@ class AdamTrainer:
         st, net = self.state, self.net
         active = st.active
         parts = self.objective(net.params(), st.step)
-        (g,) = torch.autograd.grad(parts.loss.sum(), net.flat)
-        lo = parts.loss.detach()
+        loss = parts.loss if self.smooth is None else self.smooth.loss(parts, st.tau)
+        (g,) = torch.autograd.grad(loss.sum(), net.flat)
+        lo = loss.detach()
         fin = torch.isfinite(lo)
         st.diverged |= active & ~fin
         active = active & fin
@@ -235,7 +249,11 @@ class AdamTrainer:
     def _plateau_check(self) -> None:
         """The plateau rule on the CRN objective, all members at once (no host sync)."""
         st = self.state
-        f = self.objective.crn_loss(n_eps=self.crn_samples)
+        if self.smooth is None:
+            f = self.objective.crn_loss(n_eps=self.crn_samples)
+        else:
+            f = self.smooth.loss(self.objective.crn_parts(n_eps=self.crn_samples),
+                                 st.tau).double()
         active = st.active
         st.diverged |= active & ~torch.isfinite(f)
         active = active & torch.isfinite(f)
@@ -253,8 +271,16 @@ class AdamTrainer:
         plateau = active & ~settled & (st.bad >= self.plateau)
         new_lr = st.lr * self.decay
         floor = plateau & (new_lr < self.lr_min * (1 - 1e-9))
+        done = settled | floor
+        if self.smooth is not None:  # converged on a smoothing width: on to a narrower one
+            st.tau, moved = self.smooth.sharpen(st.tau, done & (self.tol > 0))
+            done = done & ~moved
+            # the objective changed: its plateau bookkeeping starts over
+            st.best = torch.where(moved, float("inf"), st.best)
+            st.bad = torch.where(moved, 0, st.bad)
+            f = torch.where(moved, float("nan"), f)
         if self.tol > 0:  # tol 0: no member stops (the rate still decays down to min_lr)
-            st.converged |= settled | floor
+            st.converged |= done
         cut = plateau & ~floor
         st.lr.copy_(torch.where(cut, new_lr, st.lr))
         st.bad = torch.where(cut, 0, st.bad)
@@ -276,7 +302,10 @@ class LBFGSTrainer:
     both cases the member has arrived: the decrease its quasi-Newton model predicts,
     -g^T d, is at most sqrt(tol) relative to max(|f|, 1). A member that stalls elsewhere
     (slow progress far from a minimum, as on an ill-conditioned spectrum) keeps training
-    and is reported not converged at the step limit.
+    and is reported not converged at the step limit. With ``free_bits_smoothing`` it
+    minimises the smoothed free-bits objective (:class:`FreeBitsContinuation`): a member
+    that converged at a width wider than the final one moves to the next width (its
+    objective evaluated again, its curvature history forgotten) instead of stopping.
     """
 
     patience: ClassVar[int] = 3
@@ -291,8 +320,7 @@ class LBFGSTrainer:
         if self.smooth is not None:
             self.state.tau = self.smooth.start()
         if saved is not None:
-            self.state.load({f.name: saved["state"].get(f.name, getattr(self.state, f.name))
-                             for f in fields(LBFGSState)}, net.device)
+            self.state.load(saved["state"], net.device)
         flat = net.flat.data
         theta0 = flat if self.whiten is None else self.whiten.from_flat(flat)
         scale = BlockScaling(net, self.whiten.moments) if config.block_scaling else None
