@@ -4,6 +4,9 @@ and ``diagnostics.mode_signal`` against the free-bits optimum."""
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from postcollapse.diagnostics import mode_signal
 from postcollapse.models import (
@@ -16,6 +19,7 @@ from postcollapse.models import (
     hierarchical_sampled_loss,
     moment_tensors,
     moments_loss,
+    smooth_free_bits,
 )
 from postcollapse.theory import (
     HierarchicalParams,
@@ -160,3 +164,18 @@ def test_mode_signal_bad_input():
         mode_signal(np.zeros((50, 2)), np.zeros((50, 4)), spec)
     with pytest.raises(ValueError, match="sigma2"):
         mode_signal(rng.normal(size=(50, 2)), x, spec, sigma2=[1.0, -1.0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(kld=hnp.arrays(np.float64, (3, 4), elements=st.floats(0.0, 20.0)),
+       lam=st.floats(0.0, 5.0), tau=st.floats(1e-9, 1.0))
+def test_smooth_free_bits_bounds_the_exact_penalty(kld, lam, tau):
+    # sum_j max(lam, KL_j) <= smoothing <= that + d1 tau log 2, and -> the max as tau -> 0
+    k = torch.as_tensor(kld)
+    exact = k.clamp_min(lam).sum(-1)
+    smooth = smooth_free_bits(k, lam, torch.full((3,), tau, dtype=torch.float64))
+    slack = 1e-12 * (1.0 + exact)
+    assert torch.all(smooth >= exact - slack)
+    assert torch.all(smooth <= exact + 4 * tau * np.log(2.0) + slack)
+    sharp = smooth_free_bits(k, lam, torch.full((3,), 1e-12 * tau, dtype=torch.float64))
+    torch.testing.assert_close(sharp, exact, rtol=1e-12, atol=5e-12 * tau)
