@@ -42,7 +42,8 @@ def test_sweep_writes_results(tmp_path, capsys):
     [(["--betas", "1:x:3"], "--betas must be"),
      (["--model", "gru"], "model must be one of"),
      (["--optimizer", "lbfgs", "--model", "relu"], "needs an exact loss"),
-     (["--seeds", "0"], "--seeds must be >= 1")],
+     (["--seeds", "0"], "--seeds must be >= 1"),
+     (["--no-free-bits-smoothing"], "--no-free-bits-smoothing needs --free-bits")],
 )
 def test_sweep_errors_are_one_line(tmp_path, capsys, argv, match):
     rc = main(["sweep", "synthetic", "--steps", "2", "--out", str(tmp_path), *argv])
@@ -50,6 +51,17 @@ def test_sweep_errors_are_one_line(tmp_path, capsys, argv, match):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("postcollapse sweep: error:")
     assert __import__("re").search(match, err)
+
+
+def test_free_bits_smoothing_can_be_turned_off(tmp_path, capsys):
+    out = tmp_path / "o"
+    argv = ["sweep", "synthetic", "--betas", "2", "--steps", "5", "--latent-dim", "2",
+            "--free-bits", "0.2", "--out", str(out)]
+    assert main([*argv, "--no-free-bits-smoothing"]) == 0
+    config = __import__("json").loads((out / "sweep.json").read_text())["config"]
+    assert config["free_bits_smoothing"] is False and config["free_bits"] == 0.2
+    assert main([*argv, "--resume"]) == 2  # the default (smoothing) is another setting
+    assert "other settings" in capsys.readouterr().err
 
 
 def test_missing_file_is_an_error(tmp_path, capsys):
