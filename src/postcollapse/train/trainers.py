@@ -117,15 +117,19 @@ class FreeBitsContinuation:
     stall there slightly above the minimum. The trainers instead minimise
     ``models.smooth_free_bits`` (lam + tau softplus((KL_j - lam)/tau) per latent, smooth,
     within d1 tau log 2 of the exact penalty) with a width tau that starts at
-    :attr:`START` nats and is multiplied by :attr:`FACTOR` each time a member has converged
-    on it, warm-started, down to :attr:`FINAL` (per dtype). A member has converged only once
-    it has converged at the final width, where the exact loss at its point is within
-    beta d1 FINAL log 2 of the smoothed minimum, hence of the exact minimum (1e-9 nats per
-    latent in float64: far below any tolerance on the loss). The loss reported in the rows
-    is always the exact one.
+    min(:attr:`START`, :attr:`START_LAMBDA` lam) nats and is multiplied by :attr:`FACTOR`
+    each time a member has converged on it, warm-started, down to :attr:`FINAL` (per
+    dtype). A wide first width misleads: below lam the smoothed penalty still has slope
+    sigmoid((KL_j - lam)/tau), and with tau ~ lam nearly collapsed latents all turn to the
+    strongest mode, a stacked stationary point the continuation then follows. A member
+    has converged only once it has converged at the final width, where the exact loss at
+    its point is within beta d1 FINAL log 2 of the smoothed minimum, hence of the exact
+    minimum (1e-9 nats per latent in float64: far below any tolerance on the loss). The
+    loss reported in the rows is always the exact one.
     """
 
-    START: ClassVar[float] = 0.1
+    START: ClassVar[float] = 1e-2
+    START_LAMBDA: ClassVar[float] = 0.1
     FACTOR: ClassVar[float] = 0.1
     FINAL: ClassVar[dict] = {"float64": 1e-9, "float32": 1e-5}
 
@@ -134,8 +138,10 @@ class FreeBitsContinuation:
         self.final = self.FINAL[config.dtype]
 
     def start(self) -> torch.Tensor:
-        """The first width of every member, (K,)."""
-        return torch.full((self.net.n_members,), self.START, dtype=torch.float64,
+        """The first width of every member, (K,): min(START, START_LAMBDA lam), at least
+        the final width."""
+        tau = max(min(self.START, self.START_LAMBDA * self.lam), self.final)
+        return torch.full((self.net.n_members,), tau, dtype=torch.float64,
                           device=self.net.device)
 
     def loss(self, parts, tau: torch.Tensor) -> torch.Tensor:
