@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 SCRIPTS = ("bench_thresholds.py", "bench_startup.py", "bench_streaming.py", "bench_sweep.py",
-           "bench_threads.py", "bench_scale.py", "bench_cluster.py", "bench_learned_variance.py")
+           "bench_threads.py", "bench_scale.py", "bench_cluster.py", "bench_learned_variance.py",
+           "bench_free_bits.py")
 
 
 def main(argv: list[str]) -> int:
