@@ -49,7 +49,7 @@ def test_free_bits_lbfgs_sweep_against_closed_form(x):
           "seeds": [1, 2]}
     res = sweep((x, None), **kw)
     assert (res.config["optimizer"], res.config["dtype"]) == ("lbfgs", "float64")
-    assert res.config["free_bits_smoothing"] is True
+    assert "free_bits_smoothing" not in res.config  # the default: on
     assert SweepConfig(**kw, optimizer="lbfgs", dtype="float64").for_rows(300).record("arrays") \
         == res.config  # the explicit choice is this very run
     assert res.theory["regime"] == ["aligned", "all pinned", "all pinned"]
@@ -105,7 +105,6 @@ def test_free_bits_adam_follows_the_continuation(x):
     # gaps of 2.7e-4 .. 1.5e-3 (exact max) to <= 2e-5 (measured).
     res = sweep((x, None), members=[(3.0, 1), (12.0, 2), (12.0, 1)], free_bits=0.3,
                 latent_dim=3, optimizer="adam", steps=40000)
-    assert res.config["free_bits_smoothing"] is True
     for row in res.rows:
         assert 0 <= row["theory_gap"] < 1e-4 and row["converged"], row
         np.testing.assert_allclose([row[f"kl_{j}"] for j in (1, 2, 3)], 0.3, atol=1e-4)
@@ -153,7 +152,9 @@ def test_free_bits_smoothing_option():
                        batch_size=10).free_bits_smoothing is False
     off = SweepConfig(betas=[1.0], free_bits=0.1, free_bits_smoothing=False)
     assert off.record("d")["free_bits_smoothing"] is False
+    # recorded only when turned off: earlier free-bits records (without it) still match
     assert "free_bits_smoothing" not in SweepConfig(betas=[1.0]).record("d")
+    assert "free_bits_smoothing" not in SweepConfig(betas=[1.0], free_bits=0.1).record("d")
     with pytest.raises(ValueError, match="free_bits_smoothing needs free_bits"):
         SweepConfig(betas=[1.0], free_bits_smoothing=True)
     with pytest.raises(ValueError, match="needs free_bits_mode 'dataset'"):

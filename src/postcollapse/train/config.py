@@ -398,6 +398,9 @@ class SweepConfig:
             out.update(levels=2, beta2=self.beta2, latent_dim2=self.latent_dim2,
                        sigma1=self.sigma1)
         if self.free_bits is not None:
-            out.update(free_bits=self.free_bits, free_bits_mode=self.free_bits_mode,
-                       free_bits_smoothing=self.free_bits_smoothing)
+            out.update(free_bits=self.free_bits, free_bits_mode=self.free_bits_mode)
+            if self.free_bits_mode == "dataset" and not self.free_bits_smoothing:
+                # only when turned off: records (and checkpoints) of earlier free-bits sweeps,
+                # which lack the key, still match the default and resume
+                out.update(free_bits_smoothing=False)
         return out
