@@ -264,7 +264,7 @@ def extension_blocks(rec: ExtensionsRecord) -> list[tuple]:
         "stacked on stronger modes). L-BFGS converged (loss flat, or no further decrease "
         f"found) in {n_conv} of {len(runs)} runs within {cfg.steps} iterations. The "
         "free-bits loss has a kink where KL_j = λ, where the pinned optima sit; L-BFGS "
-        "minimises a smoothing of it whose width shrinks from 0.1 to 1e-9 nats before a "
+        "minimises a smoothing of it whose width shrinks tenfold down to 1e-9 nats before a "
         "run counts as converged (free_bits_smoothing), instead of stalling on the kink. "
         + ("MNIST enters through its coordinates on its top "
            f"{cfg.mnist_components} principal axes: for the plain VAE these keep the top "

@@ -166,11 +166,12 @@ def sweep(
     free_bits_smoothing : bool, optional
         Default: on with free_bits_mode "dataset". The trainers minimise a smoothing of the
         kink of max(lambda, KL_j), lambda + tau softplus((KL_j - lambda)/tau), and each
-        member that converged on a width tau goes on with tau / 10, from 0.1 nats down to
-        1e-9 (float64; 1e-5 in float32) where it has converged (a continuation, see
-        ``train.trainers.FreeBitsContinuation``; Adam only with ``lr_decay``). Without it
-        L-BFGS and Adam stall on the kink, slightly above the minimum, where latents are
-        pinned at KL_j = lambda. The rows' loss is always the exact free-bits loss.
+        member that converged on a width tau goes on with tau / 10, from min(0.01,
+        lambda / 10) nats down to 1e-9 (float64; 1e-5 in float32) where it has converged
+        (a continuation, see ``train.trainers.FreeBitsContinuation``; Adam only with
+        ``lr_decay``). Without it L-BFGS and Adam stall on the kink, slightly above the
+        minimum, where latents are pinned at KL_j = lambda. The rows' loss is always the
+        exact free-bits loss. Recorded in sweep.json only when off.
     block_scaling : bool, optional
         With ``precondition``, a linear decoder and sigma prior / learnable (the default
         there): L-BFGS's initial inverse Hessian is the block-diagonal Gauss-Newton curvature
