@@ -274,3 +274,22 @@ def test_locate_figure_plots_every_located_mode():
     assert len(lines["o"].get_xdata()) == 5 and len(lines["s"].get_xdata()) == 4
     assert np.allclose(lines["o"].get_ydata(), 10.0, atol=0.6)
     assert np.allclose(lines["s"].get_ydata(), 0.0, atol=0.6)
+
+
+def test_active_threshold_reaches_the_trainer_and_the_record(tmp_path):
+    seen = []
+
+    def trainer(data, *, members, **options):
+        seen.append(options["active_threshold"])
+        return StepTrainer(PRED)(data, members=members)
+
+    res = locate((X, None), latent_dim=5, trainer=trainer, out=tmp_path)
+    assert set(seen) == {postcollapse.locate.LOCATE_ACTIVE_THRESHOLD} == {1e-3}
+    assert res.config["active_threshold"] == 1e-3
+    res = locate((X, None), latent_dim=5, trainer=trainer, active_threshold=0.02)
+    assert seen[-1] == 0.02
+    with pytest.raises(ValueError, match="active_threshold must be"):
+        locate((X, None), trainer=trainer, active_threshold=-1.0)
+    with pytest.raises(ValueError, match="holds a locate run with other options"):
+        locate((X, None), latent_dim=5, trainer=trainer, out=tmp_path, resume=True,
+               active_threshold=0.02)

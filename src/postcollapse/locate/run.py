@@ -27,12 +27,18 @@ from postcollapse.locate.bracket import (
 )
 from postcollapse.locate.results import LocateResult, ModeThreshold, load_locate
 
-__all__ = ["locate", "LOCATE_DEFAULTS"]
+__all__ = ["locate", "LOCATE_DEFAULTS", "LOCATE_ACTIVE_THRESHOLD"]
 
 #: Search settings (not training options): first bracket p / (1 + w) .. p (1 + w), at most
 #: ``max_points`` new betas per bracket and round, give up beyond ``max_factor`` x p.
 LOCATE_DEFAULTS = {"start_width": 0.05, "max_points": 4, "max_factor": 1000.0,
                    "max_rounds": 40}
+
+#: The active-unit rule of locate: Var_x(mu_i) > 1e-3, ten times finer than the sweep's
+#: default 0.01. At the linear optimum Var_x(mu_i) = eta_enc^2 (1 - beta / beta_i*), so a
+#: rule at t places the observed threshold at beta_i* (1 - t): -1% with the sweep's rule,
+#: as wide as the brackets themselves; -0.1% with this one.
+LOCATE_ACTIVE_THRESHOLD = 1e-3
 
 # Options of the trainer that locate owns (or that make no sense per round).
 _RESERVED = ("betas", "members", "seeds", "out", "resume", "progress", "callback")
@@ -129,6 +135,7 @@ def locate(
     target=None,
     eta_dec: float = 1.0,
     modes=None,
+    active_threshold: float = LOCATE_ACTIVE_THRESHOLD,
     start_width: float = LOCATE_DEFAULTS["start_width"],
     max_points: int = LOCATE_DEFAULTS["max_points"],
     max_factor: float = LOCATE_DEFAULTS["max_factor"],
@@ -139,7 +146,8 @@ def locate(
     """Locate each mode's observed critical beta by bracketing, all modes and seeds at once.
 
     For mode i = 1..K the observed critical beta is where the trained model goes from i to
-    i - 1 active units (the sweep's ``active_units``: Var_x(mu_j) > 0.01). Brackets start
+    i - 1 active units (the sweep's ``active_units``: Var_x(mu_j) > ``active_threshold``,
+    here 1e-3 by default). Brackets start
     around the predicted beta_i* (``postcollapse.theory.thresholds``), widen geometrically
     when the observation lies outside, and are cut into up to ``max_points + 1`` parts per
     round until ``upper / lower - 1 <= rtol`` for every mode and seed. Each round is one
@@ -168,6 +176,11 @@ def locate(
     target, eta_dec : as for the sweep (``eta_dec`` also sets the predictions)
     modes : sequence of int, optional
         The modes to locate (1-based; default all with beta_i* > 0 up to latent_dim).
+    active_threshold : float
+        The active-unit rule, Var_x(mu_j) > active_threshold (default 1e-3, ten times finer
+        than the sweep's 0.01: at the linear optimum Var_x(mu_i) = eta_enc^2 (1 - beta /
+        beta_i*), so the rule itself moves the observed threshold to beta_i* (1 -
+        active_threshold / eta_enc^2)).
     start_width, max_points, max_factor, max_rounds :
         The search: first bracket p / (1 + w) .. p (1 + w); at most ``max_points`` new
         betas per bracket and round; a mode not found within ``max_factor`` x p either way
@@ -198,8 +211,9 @@ def locate(
         raise TypeError(f"locate() chooses {bad[0]!r} itself; leave it out")
     if resume and out is None:
         raise ValueError("resume=True needs out (the folder of the interrupted locate)")
+    active_threshold = check_positive("active_threshold", active_threshold)
     options = {"model": model, "sigma": sigma, "hidden": hidden, "latent_dim": latent_dim,
-               "eta_dec": eta_dec, **sweep_options}
+               "eta_dec": eta_dec, "active_threshold": active_threshold, **sweep_options}
     from postcollapse.train import SweepConfig
 
     try:  # the training options, checked once before any training (whatever the trainer)
