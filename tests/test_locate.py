@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import postcollapse
+from postcollapse._checks import ACTIVE_VAR_THRESHOLD
 from postcollapse.locate import (
     THRESHOLD_COLUMNS,
     Observations,
@@ -283,9 +284,14 @@ def test_active_threshold_reaches_the_trainer_and_the_record(tmp_path):
         seen.append(options["active_threshold"])
         return StepTrainer(PRED)(data, members=members)
 
+    # default: 1e-3 for L-BFGS on an exact loss (the linear model, full batch) ...
     res = locate((X, None), latent_dim=5, trainer=trainer, out=tmp_path)
     assert set(seen) == {postcollapse.locate.LOCATE_ACTIVE_THRESHOLD} == {1e-3}
     assert res.config["active_threshold"] == 1e-3
+    # ... else the sweep's rule (Adam: minibatches, or a sampled loss)
+    for opts in ({"batch_size": 100}, {"model": "relu"}, {"optimizer": "adam"}):
+        locate((X, None), latent_dim=5, trainer=trainer, **opts)
+        assert seen[-1] == ACTIVE_VAR_THRESHOLD == 0.01, opts
     res = locate((X, None), latent_dim=5, trainer=trainer, active_threshold=0.02)
     assert seen[-1] == 0.02
     with pytest.raises(ValueError, match="active_threshold must be"):

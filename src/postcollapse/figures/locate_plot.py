@@ -7,8 +7,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from postcollapse.locate.run import LOCATE_ACTIVE_THRESHOLD
-
 __all__ = ["locate_figure"]
 
 _MODEL_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple",
@@ -21,7 +19,7 @@ def _field(m, name):
 
 
 def locate_figure(results: Mapping[str, Sequence], *, title: str = "",
-                  active_threshold: float = LOCATE_ACTIVE_THRESHOLD):
+                  active_threshold: float | None = None):
     """Log-log plot of the observed critical beta of each mode against the predicted one,
     and below it the relative error in percent.
 
@@ -33,9 +31,9 @@ def locate_figure(results: Mapping[str, Sequence], *, title: str = "",
         brackets (lower .. upper); an open marker flags a mode whose count was not
         monotone in beta; modes without an observation are left out.
     title : str
-    active_threshold : float
-        The active-unit rule the thresholds were located with (a dotted line marks
-        -100 * active_threshold %, where the rule flips at the linear optimum).
+    active_threshold : float, optional
+        The active-unit rule of a linear model among ``results``: a dotted line marks
+        -100 * active_threshold %, where that rule flips at the linear optimum.
 
     Returns
     -------
@@ -83,10 +81,11 @@ def locate_figure(results: Mapping[str, Sequence], *, title: str = "",
     ax_rel.axhline(0.0, color="0.4", ls="--", lw=1.0, zorder=0)
     # At the linear optimum Var_x(mu_i) = eta_enc^2 (1 - beta / beta_i*), so the active-unit
     # rule (Var > t) flips at beta_i* (1 - t) for eta_enc = 1.
-    ax_rel.axhline(-100 * active_threshold, color="0.4", ls=":", lw=1.0, zorder=0,
-                   label=f"where Var(mu) = {active_threshold:g} at the linear optimum")
+    if active_threshold is not None:
+        ax_rel.axhline(-100 * active_threshold, color="0.4", ls=":", lw=1.0, zorder=0,
+                       label=f"where Var(mu) = {active_threshold:g} at the linear optimum")
+        ax_rel.legend(fontsize=7, loc="best")
     ax_rel.margins(y=0.25)  # room for the legend without hiding a point at the extremes
-    ax_rel.legend(fontsize=7, loc="best")
     ax_rel.set_xlabel(r"predicted $\beta_i^* = \zeta_i^2/\eta_{dec}^2$")
     ax_rel.set_ylabel("observed / predicted - 1 (%)")
     ax_rel.grid(True, which="both", alpha=0.25)
