@@ -30,9 +30,13 @@ from postcollapse.locate.results import LocateResult, ModeThreshold, load_locate
 __all__ = ["locate", "LOCATE_DEFAULTS", "LOCATE_ACTIVE_THRESHOLD", "auto_active_threshold"]
 
 #: Search settings (not training options): first bracket p / (1 + w) .. p (1 + w), at most
-#: ``max_points`` new betas per bracket and round, give up beyond ``max_factor`` x p.
-LOCATE_DEFAULTS = {"start_width": 0.05, "max_points": 4, "max_factor": 1000.0,
-                   "max_rounds": 40}
+#: ``max_points`` new betas per bracket and round, give up beyond ``max_factor`` x p; the
+#: first round also trains ``scout`` log-spaced betas from min(p) / 10 to 2 max(p), so that
+#: modes far from their prediction start bracketed. Chosen with ``benchmarks/bench_locate.py``
+#: (see benchmarks/README.md): narrow first brackets cost one round where the theory holds,
+#: the scout grid saves the widening rounds where it does not.
+LOCATE_DEFAULTS = {"start_width": 0.01, "max_points": 4, "max_factor": 1000.0,
+                   "max_rounds": 40, "scout": 8}
 
 #: The active-unit rule of locate where training reaches the optimum to machine precision
 #: (an exact loss trained by L-BFGS): Var_x(mu_i) > 1e-3, ten times finer than the sweep's
@@ -152,6 +156,7 @@ def locate(
     max_points: int = LOCATE_DEFAULTS["max_points"],
     max_factor: float = LOCATE_DEFAULTS["max_factor"],
     max_rounds: int = LOCATE_DEFAULTS["max_rounds"],
+    scout: int = LOCATE_DEFAULTS["scout"],
     log: Callable[[str], None] | None = None,
     **sweep_options,
 ) -> LocateResult:
@@ -194,10 +199,11 @@ def locate(
         Var_x(mu_i) = eta_enc^2 (1 - beta / beta_i*), so the rule itself moves the observed
         threshold to beta_i* (1 - active_threshold / eta_enc^2)), else the sweep's 0.01
         (Adam stops with collapsing units still near Var 1e-3).
-    start_width, max_points, max_factor, max_rounds :
+    start_width, max_points, max_factor, max_rounds, scout :
         The search: first bracket p / (1 + w) .. p (1 + w); at most ``max_points`` new
         betas per bracket and round; a mode not found within ``max_factor`` x p either way
-        is reported with a note; at most ``max_rounds`` rounds.
+        is reported with a note; at most ``max_rounds`` rounds; ``scout`` log-spaced betas
+        from min(p) / 10 to 2 max(p) in the first round (0: none).
     log : callable(str), optional
         Receives the per-round lines (default: stderr when ``progress``).
     **sweep_options
@@ -217,6 +223,7 @@ def locate(
     max_points = check_int_at_least("max_points", max_points, 1)
     max_factor = check_positive("max_factor", max_factor)
     max_rounds = check_int_at_least("max_rounds", max_rounds, 1)
+    scout = check_int_at_least("scout", scout, 0)
     latent_dim = check_int_at_least("latent_dim", latent_dim, 1)
     seeds = _seeds(seeds)
     bad = [k for k in sweep_options if k in _RESERVED]
@@ -259,7 +266,7 @@ def locate(
     config = {**{k: (v if isinstance(v, int | float | str | bool | type(None)) else str(v))
                  for k, v in options.items()},
               "seeds": list(seeds), "rtol": rtol, "modes": modes, "start_width": start_width,
-              "max_points": max_points, "max_factor": max_factor, "target": (
+              "max_points": max_points, "max_factor": max_factor, "scout": scout, "target": (
                   None if target is None else str(target))}
 
     obs = Observations()
@@ -287,6 +294,11 @@ def locate(
                 asks.extend((p, br.seed) for p in pts)
                 ended &= not pts
             result_modes.append(_mode_threshold(m, predicted[m], brs, obs, notes))
+        if not rounds and scout:
+            lo = min(predicted.values()) / 10
+            hi = max(predicted.values()) * 2
+            grid = [lo * (hi / lo) ** (j / max(scout - 1, 1)) for j in range(scout)]
+            asks.extend((b, s) for b in grid for s in seeds)
         return result_modes, asks, ended
 
     def save(result_modes, ended):
