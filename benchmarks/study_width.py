@@ -22,6 +22,7 @@ import torch
 
 from postcollapse.data import load
 from postcollapse.locate import load_locate, locate
+from postcollapse.train.config import DEFAULT_STEPS
 
 
 def _fmt(v: float, pct: bool = False) -> str:
@@ -54,10 +55,12 @@ def main() -> None:
     ap.add_argument("--models", default="relu,tanh")
     ap.add_argument("--widths", default="8,32,128")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=None,
+                    help="step budget per member (default: the sweep's, 20000 for Adam; "
+                         "members stop earlier when the convergence rule says so)")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--batch-size", type=int, default=500)
-    ap.add_argument("--rtol", type=float, default=0.01)
+    ap.add_argument("--rtol", type=float, default=0.02)
     ap.add_argument("--no-control", action="store_true")
     ap.add_argument("--report", action="store_true",
                     help="only print the tables of the runs found in OUT (finished or not)")
@@ -71,14 +74,17 @@ def main() -> None:
     models = args.models.split(",")
     plan = [(f"h{w}", w, args.steps, args.lr) for w in widths]
     if not args.no_control:
-        plan.append((f"h{widths[0]} control", widths[0], 3 * args.steps, args.lr / 3))
+        plan.append((f"h{widths[0]} control", widths[0],
+                     3 * (args.steps or DEFAULT_STEPS["adam"]), args.lr / 3))
     # Width-major: the small, cheap runs of every model finish first.
     for label, width, steps, lr in ([] if args.report else plan):
         for model in models:
             folder = out / f"{model}-{label.replace(' ', '-')}"
+            budget = {} if steps is None else {"steps": steps}
             locate(data, latent_dim=5, model=model, sigma="linear", hidden=width,
-                   seeds=range(args.seeds), rtol=args.rtol, steps=steps, lr=lr,
-                   batch_size=args.batch_size, out=folder, resume=True, progress=True)
+                   seeds=range(args.seeds), rtol=args.rtol, lr=lr,
+                   batch_size=args.batch_size, out=folder, resume=True, progress=True,
+                   **budget)
     for model in models:
         runs = {}
         for label, *_ in plan:
@@ -86,8 +92,10 @@ def main() -> None:
             if (folder / "locate.json").exists():
                 runs[label] = load_locate(folder)
         if runs:
+            budget = (f"{args.steps} Adam steps" if args.steps else
+                      f"Adam to convergence (at most {DEFAULT_STEPS['adam']} steps)")
             print(f"\n### {model} (Sigma(x) linear, latent 5, {args.seeds} seeds, "
-                  f"{args.steps} Adam steps, lr {args.lr}, batch {args.batch_size})\n")
+                  f"{budget}, lr {args.lr}, batch {args.batch_size})\n")
             print(table(runs))
 
 

@@ -63,13 +63,7 @@ def main(argv=None) -> int:
     pred = cb.reporter.prediction
     print(f"pythae BetaVAE beta = {args.beta:g}  ->  beta * eta_dec^2 = {eb.value:g}; "
           "thresholds " + ", ".join(f"{t:.3g}" for t in pred.thresholds[:5]) + ", ...")
-    for epoch, m in enumerate(cb.reporter.history, 1):
-        print(f"epoch {epoch:3d}  active units {m['collapse/active_units']:.0f}  "
-              f"KL {m['collapse/kl_total']:.3f}  collapse rate {m['collapse/collapse_rate']:.2f}"
-              f"  MI {m['collapse/mi_total']:.3f}")
-    last = cb.reporter.history[-1]
-    print(f"predicted surviving modes {pred.active_modes}, measured active units "
-          f"{last['collapse/active_units']:.0f} (margin {pred.margin:.2f})")
+    print(cb.reporter.report(unit="epoch"))
     return 0
 
 

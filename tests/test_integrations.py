@@ -42,6 +42,17 @@ def test_reporter_metrics_match_collapse_metrics():
     assert m["collapse/predicted_modes"] == predict_modes(x, 1.5, latent_dim=3).active_modes
     with pytest.raises(ValueError, match="need both data .* and effective_beta"):
         CollapseReporter(data=x)
+    rep.start()
+    rep.update(mu * torch.tensor([1.0, 0.0, 0.0]), lv)
+    rep.finish()
+    lines = rep.report(unit="epoch").splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith(f"epoch   1  active units {s.active_units}  KL {s.kl_total:.3f}")
+    assert lines[1].startswith("epoch   2  active units 1  ")
+    pred = predict_modes(x, 1.5, latent_dim=3)
+    assert lines[2] == (f"predicted surviving modes {pred.active_modes}, measured active units "
+                        f"1 (margin {pred.margin:.2f})")
+    assert CollapseReporter().report() == ""
 
 
 # ---------------------------------------------------------------------------- Lightning

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import postcollapse
+from postcollapse._checks import ACTIVE_VAR_THRESHOLD
 from postcollapse.locate import (
     THRESHOLD_COLUMNS,
     Observations,
@@ -81,24 +82,40 @@ def test_every_round_is_one_training_of_new_members():
     assert len(seen) == len(set(seen)) == res.members_trained
 
 
-def test_inside_the_first_bracket_takes_two_rounds():
-    # [p/1.05, 1.05 p] cut in 5 parts, then in 2: 1.1025 ** 0.1 - 1 < 0.01.
-    tr = StepTrainer(PRED * np.array([1.013, 0.977, 1.031, 0.99, 1.002]))
+def test_inside_the_first_bracket_takes_one_round():
+    # [p/1.01, 1.01 p] cut in 2 parts: 1.0201 ** (1/2) - 1 = 0.01.
+    tr = StepTrainer(PRED * np.array([1.004, 0.996, 1.009, 0.992, 1.0]))
     res = locate((X, None), latent_dim=5, trainer=tr)
-    assert res.done and len(res.rounds) == 2
+    assert res.done and len(res.rounds) == 1
+    # 3 betas per mode and the scout grid of 8
+    assert res.members_trained == 5 * 3 + 8
+    tr = StepTrainer(PRED * np.array([1.013, 0.977, 1.031, 0.99, 1.002]))
+    res = locate((X, None), latent_dim=5, trainer=tr, start_width=0.05, max_points=4,
+                 scout=0)
+    assert res.done and len(res.rounds) == 2  # [p/1.05, 1.05 p] in 5 parts, then in 2
 
 
-def test_more_points_per_round_cut_rounds():
-    true = PRED * np.array([1.3, 0.8, 1.1, 0.7, 1.5])
-    rounds = {}
-    for k in (1, 4):
+def test_scout_grid_brackets_far_modes_in_the_first_round():
+    true = PRED * np.array([1.0, 1.0, 1.0, 1.0, 0.2])  # mode 5 far below every prediction
+    for scout in (0, 8):
         tr = StepTrainer(true)
-        res = locate((X, None), latent_dim=5, trainer=tr, max_points=k)
+        res = locate((X, None), latent_dim=5, trainer=tr, scout=scout, max_rounds=1)
+        status = [ps["status"] for m in res.modes for ps in m.per_seed]
+        # the scout grid spans PRED[-1] / 10 .. 2 PRED[0]: every mode has a bracket
+        assert status.count("bracketed") == (5 if scout else 4), status
+        for m in res.modes:
+            if m.seeds:
+                assert m.lower < true[m.mode - 1] <= m.upper
+        if scout:  # the first round holds the 8 log-spaced betas PRED[-1]/10 .. 2 PRED[0]
+            first = sorted(b for b, _ in tr.calls[0])
+            assert first[0] == pytest.approx(PRED[4] / 10)
+            assert first[-1] == pytest.approx(2 * PRED[0])
+        res = locate((X, None), latent_dim=5, trainer=StepTrainer(true), scout=scout)
         assert res.done
         for m in res.modes:
             assert m.lower < true[m.mode - 1] <= m.upper and m.width <= 0.01 * (1 + 1e-9)
-        rounds[k] = len(res.rounds)
-    assert rounds[4] < rounds[1]
+    with pytest.raises(ValueError, match="scout must be"):
+        locate((X, None), trainer=StepTrainer(true), scout=-1)
 
 
 @pytest.mark.parametrize("factor", [3.0, 1 / 3.0, 40.0, 1 / 40.0])
@@ -124,9 +141,10 @@ def test_a_mode_that_never_appears_is_reported_not_hidden():
 
 
 def test_non_monotone_count_is_flagged():
-    # Mode 2 at 1.02 p2, but the count dips to 1 on [0.96, 0.98] p2 (a first-round point).
+    # Mode 2 at 1.02 p2, but the count dips to 1 on [0.985, 0.995] p2 (holds the first-round
+    # point p2 / 1.01).
     p2 = PRED[1]
-    tr = StepTrainer(PRED * np.array([1, 1.02, 1, 1, 1]), dip=(0.96 * p2, 0.98 * p2))
+    tr = StepTrainer(PRED * np.array([1, 1.02, 1, 1, 1]), dip=(0.985 * p2, 0.995 * p2))
     res = locate((X, None), latent_dim=5, trainer=tr)
     m2 = res.modes[1]
     assert not m2.monotone and "not monotone" in m2.note
@@ -274,3 +292,27 @@ def test_locate_figure_plots_every_located_mode():
     assert len(lines["o"].get_xdata()) == 5 and len(lines["s"].get_xdata()) == 4
     assert np.allclose(lines["o"].get_ydata(), 10.0, atol=0.6)
     assert np.allclose(lines["s"].get_ydata(), 0.0, atol=0.6)
+
+
+def test_active_threshold_reaches_the_trainer_and_the_record(tmp_path):
+    seen = []
+
+    def trainer(data, *, members, **options):
+        seen.append(options["active_threshold"])
+        return StepTrainer(PRED)(data, members=members)
+
+    # default: 1e-3 for L-BFGS on an exact loss (the linear model, full batch) ...
+    res = locate((X, None), latent_dim=5, trainer=trainer, out=tmp_path)
+    assert set(seen) == {postcollapse.locate.LOCATE_ACTIVE_THRESHOLD} == {1e-3}
+    assert res.config["active_threshold"] == 1e-3
+    # ... else the sweep's rule (Adam: minibatches, or a sampled loss)
+    for opts in ({"batch_size": 100}, {"model": "relu"}, {"optimizer": "adam"}):
+        locate((X, None), latent_dim=5, trainer=trainer, **opts)
+        assert seen[-1] == ACTIVE_VAR_THRESHOLD == 0.01, opts
+    res = locate((X, None), latent_dim=5, trainer=trainer, active_threshold=0.02)
+    assert seen[-1] == 0.02
+    with pytest.raises(ValueError, match="active_threshold must be"):
+        locate((X, None), trainer=trainer, active_threshold=-1.0)
+    with pytest.raises(ValueError, match="holds a locate run with other options"):
+        locate((X, None), latent_dim=5, trainer=trainer, out=tmp_path, resume=True,
+               active_threshold=0.02)

@@ -79,3 +79,19 @@ def test_linear_mnist_data_path_agrees_with_moments_path():
                 dtype="float64", steps=3000, tol=1e-7, loss_path="data")
     assert res.config["loss_path"] == "data"
     np.testing.assert_allclose(res.column("loss"), res.theory["min_loss"], rtol=1e-3)
+
+
+@pytest.mark.parametrize("frac", [0.995, 0.9995])
+def test_active_threshold_sets_where_the_count_drops(frac):
+    """At the linear optimum Var_x(mu_1) = 1 - beta / beta_1*: at beta = frac * beta_1* the
+    unit is active exactly when 1 - frac exceeds the rule's threshold."""
+    data = load("synthetic")
+    b1 = float(spectrum(data.moments()).zeta[0] ** 2)
+    rows = {t: sweep(data, betas=[frac * b1], seeds=[0], active_threshold=t).rows[0]
+            for t in (1e-2, 1e-3, 1e-4)}
+    for t, row in rows.items():
+        assert row["converged"]
+        assert row["active_units"] == int(1 - frac > t), (t, row["active_units"])
+        assert row["active_modes"] == row["active_units"]
+    with pytest.raises(ValueError, match="active_threshold must be"):
+        sweep(data, betas=[1.0], active_threshold=0.0)

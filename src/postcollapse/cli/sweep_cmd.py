@@ -53,6 +53,7 @@ def eta_dec_arg(text: str):
 
 
 def register(subparsers) -> None:
+    from postcollapse._checks import ACTIVE_VAR_THRESHOLD
     from postcollapse.models import SIGMA_KINDS  # torch-free: the choice lists only
     from postcollapse.train import DTYPE_CHOICES, OPTIMIZER_CHOICES
 
@@ -122,6 +123,9 @@ def register(subparsers) -> None:
                    "fixed-noise training objective plateaus ('none': fixed rate; default 0.5)")
     p.add_argument("--patience", type=int, default=3,
                    help="Adam: checks without improvement before the rate decays (default 3)")
+    p.add_argument("--active-threshold", type=float, default=ACTIVE_VAR_THRESHOLD, metavar="T",
+                   help="a unit is active when the variance over the data of its posterior "
+                   f"mean exceeds T (default {ACTIVE_VAR_THRESHOLD:g})")
     p.add_argument("--eta-enc", type=float, default=1.0, metavar="F",
                    help="prior standard deviation eta_enc (default 1)")
     p.add_argument("--eta-dec", type=eta_dec_arg, default=1.0, metavar="F|learn",
@@ -233,7 +237,8 @@ def _run(args: argparse.Namespace, sweep, **extra) -> int:
             optimizer=args.optimizer, device=args.device, dtype=args.dtype, tol=args.tol,
             eta_enc=args.eta_enc, eta_dec=args.eta_dec, out=args.out, resume=args.resume,
             progress=not args.quiet, checkpoint_seconds=args.checkpoint_seconds,
-            lr_decay=args.lr_decay, patience=args.patience, **extra, **extension_kwargs(args),
+            lr_decay=args.lr_decay, patience=args.patience,
+            active_threshold=args.active_threshold, **extra, **extension_kwargs(args),
         )
     except KeyboardInterrupt as exc:
         msg = str(exc) or "interrupted"

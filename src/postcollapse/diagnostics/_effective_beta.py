@@ -84,6 +84,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from postcollapse._checks import check_choice, check_int_at_least, check_positive
+from postcollapse.diagnostics._conventions import (
+    BERNOULLI_EXPLANATION,
+    LOSS_CONVENTIONS,
+    BernoulliDecoderError,
+    LossConvention,
+)
+from postcollapse.diagnostics._conventions import (
+    convention as lookup_convention,
+)
 
 __all__ = [
     "BERNOULLI_EXPLANATION",
@@ -107,141 +116,6 @@ BATCH_REDUCTIONS = ("mean", "sum")
 
 #: Log margin below which a predicted mode count is flagged as near a threshold (~10 %).
 NEAR_THRESHOLD_MARGIN = 0.1
-
-BERNOULLI_EXPLANATION = (
-    "the closed-form thresholds hold for Gaussian decoders (squared-error or Gaussian-NLL "
-    "reconstruction), so a Bernoulli / BCE loss has no beta * eta_dec^2 to convert to; "
-    "measure this model's thresholds by training it over a range of betas "
-    "(`postcollapse locate`), or use a squared-error reconstruction to get a prediction"
-)
-
-
-class BernoulliDecoderError(ValueError):
-    """The loss has a Bernoulli (binary cross-entropy) reconstruction term.
-
-    The linear theory's thresholds are those of a Gaussian decoder; there is no
-    ``beta * eta_dec^2`` for a BCE loss. Measure the thresholds by training instead.
-    """
-
-
-@dataclass(frozen=True)
-class LossConvention:
-    """The loss of one library's VAE, as the coefficients of :func:`effective_beta`.
-
-    The library's loss per batch is ``recon_weight * RECON + w * KL`` with RECON of type
-    ``recon`` (None: Bernoulli / BCE, not convertible), KL summed over latent dimensions and
-    both terms averaged over the batch unless ``batch`` says otherwise; ``w`` is the product
-    of the library hyperparameters named in ``weights`` (defaults from the library's config
-    in ``defaults``; a name without default must be passed).
-
-    Attributes
-    ----------
-    name : str
-    library : str
-        Library and model class (and loss option).
-    source : str
-        The source file the loss was read from, with the version or commit.
-    loss : str
-        The loss as the library computes it.
-    recon : str or None
-        One of RECON_CONVENTIONS, or None for a Bernoulli (BCE) reconstruction.
-    recon_weight : float
-    weights : tuple of str
-        Hyperparameters whose product is the KL weight w.
-    defaults : dict
-        Library defaults of those hyperparameters.
-    batch : str
-        How both terms are reduced over the batch ("mean" or "sum").
-    note : str
-        Caveats (printed with the result).
-    """
-
-    name: str
-    library: str
-    source: str
-    loss: str
-    recon: str | None
-    recon_weight: float = 1.0
-    weights: tuple[str, ...] = ()
-    defaults: dict | None = None
-    batch: str = "mean"
-    note: str = ""
-
-    @property
-    def bernoulli(self) -> bool:
-        return self.recon is None
-
-
-_PYTHAE = "pythae 0.1.2, src/pythae/models/{0}/{0}_model.py (clementchadebec/benchmark_VAE)"
-_ANTIXK = "AntixK/PyTorch-VAE, models/{} (commit {})"
-_KL_TORCH = "-0.5 * sum(1 + log_var - mu^2 - exp(log_var), latent)"
-
-#: Named loss conventions of popular VAE libraries (name -> LossConvention).
-LOSS_CONVENTIONS: dict[str, LossConvention] = {
-    c.name: c
-    for c in (
-        LossConvention(
-            "pythae-vae", "pythae VAE, reconstruction_loss='mse' (the default)",
-            _PYTHAE.format("vae"),
-            "mean_batch(0.5 * sum_features (recon_x - x)^2 + KLD), KLD = " + _KL_TORCH,
-            "mse-sum", recon_weight=0.5,
-        ),
-        LossConvention(
-            "pythae-betavae", "pythae BetaVAE, reconstruction_loss='mse' (the default)",
-            _PYTHAE.format("beta_vae"),
-            "mean_batch(0.5 * sum_features (recon_x - x)^2 + beta * KLD)",
-            "mse-sum", recon_weight=0.5, weights=("beta",), defaults={"beta": 1.0},
-        ),
-        LossConvention(
-            "pythae-vae-bce", "pythae VAE, reconstruction_loss='bce'", _PYTHAE.format("vae"),
-            "mean_batch(sum_features BCE(recon_x, x) + KLD)", None,
-        ),
-        LossConvention(
-            "pythae-betavae-bce", "pythae BetaVAE, reconstruction_loss='bce'",
-            _PYTHAE.format("beta_vae"),
-            "mean_batch(sum_features BCE(recon_x, x) + beta * KLD)", None,
-            weights=("beta",), defaults={"beta": 1.0},
-        ),
-        LossConvention(
-            "pytorch-vae-vanilla", "PyTorch-VAE (AntixK) VanillaVAE",
-            _ANTIXK.format("vanilla_vae.py", "2946d7a"),
-            "F.mse_loss(recons, input) + kld_weight * mean_batch(KLD); kld_weight = "
-            "kwargs['M_N'] (the config's kld_weight)",
-            "mse-mean", weights=("kld_weight",),
-        ),
-        LossConvention(
-            "pytorch-vae-beta-h", "PyTorch-VAE (AntixK) BetaVAE, loss_type='H' (Higgins)",
-            _ANTIXK.format("beta_vae.py", "db41da7"),
-            "F.mse_loss(recons, input) + beta * kld_weight * mean_batch(KLD)",
-            "mse-mean", weights=("beta", "kld_weight"), defaults={"beta": 4.0},
-        ),
-        LossConvention(
-            "pytorch-vae-beta-b", "PyTorch-VAE (AntixK) BetaVAE, loss_type='B' (Burgess)",
-            _ANTIXK.format("beta_vae.py", "db41da7"),
-            "F.mse_loss(recons, input) + gamma * kld_weight * |mean_batch(KLD) - C|, C ramped "
-            "from 0 to max_capacity over Capacity_max_iter steps",
-            "mse-mean", weights=("gamma", "kld_weight"), defaults={"gamma": 1000.0},
-            note=(
-                "valid only while the batch KL exceeds the capacity C (then the loss is a "
-                "beta-VAE's minus a constant); below C the term pushes the KL up and the "
-                "collapse theory does not apply"
-            ),
-        ),
-        LossConvention(
-            "pytorch-examples-vae", "PyTorch examples VAE (vae/main.py)",
-            "pytorch/examples, vae/main.py (commit 0a8329c)",
-            "sum_batch(BCE(recon_x, x) summed over pixels) + continuous-Bernoulli log "
-            "normaliser + sum_batch(KLD)", None, batch="sum",
-        ),
-        LossConvention(
-            "keras-vae", "Keras VAE example (keras.io/examples/generative/vae)",
-            "keras-team/keras-io, examples/generative/vae.py (commit 09e02e1)",
-            "mean_batch(sum_pixels binary_crossentropy(data, reconstruction)) + "
-            "mean_batch(sum_latent -0.5 (1 + z_log_var - z_mean^2 - exp(z_log_var)))", None,
-        ),
-    )
-}
-
 
 @dataclass(frozen=True)
 class ModePrediction:
@@ -417,52 +291,16 @@ def effective_beta(
     """
     conv = None
     if convention is not None:
-        conv = _convention(convention)
-        fixed = {"recon": recon, "kl": kl, "recon_weight": recon_weight,
-                 "recon_batch": recon_batch, "kl_batch": kl_batch}
-        given = [k for k, v in fixed.items() if v is not None]
-        if given:
-            raise ValueError(
-                f"convention={conv.name!r} fixes {', '.join(given)}; drop "
-                f"{'it' if len(given) == 1 else 'them'} or drop the convention"
-            )
-        hyper = {"beta": beta, "gamma": gamma, "kld_weight": kld_weight}
-        extra = [k for k, v in hyper.items() if v is not None and k not in conv.weights]
-        if extra:
-            takes = ", ".join(conv.weights) if conv.weights else "no KL weight"
-            raise ValueError(
-                f"convention={conv.name!r} has no {extra[0]} (it takes {takes})"
-            )
-        if conv.bernoulli:
-            raise BernoulliDecoderError(f"{conv.name} ({conv.library}): {BERNOULLI_EXPLANATION}")
-        w = 1.0
-        defaults = conv.defaults or {}
-        for k in conv.weights:
-            v = hyper[k] if hyper[k] is not None else defaults.get(k)
-            if v is None:
-                raise ValueError(
-                    f"convention={conv.name!r} needs {k} (the value in your config)"
-                )
-            w *= check_positive(k, v)
-        recon, kl, r = conv.recon, "sum", conv.recon_weight
-        recon_batch = kl_batch = conv.batch
+        conv = lookup_convention(convention)
+        recon, kl, w, r, recon_batch, kl_batch = _convention_terms(
+            conv, recon=recon, kl=kl, recon_weight=recon_weight, recon_batch=recon_batch,
+            kl_batch=kl_batch, beta=beta, gamma=gamma, kld_weight=kld_weight)
     else:
-        if beta is not None or gamma is not None:
-            raise ValueError(
-                "beta and gamma are a named convention's hyperparameters: pass convention= "
-                "or use kld_weight"
-            )
-        if recon == "bce":
-            raise BernoulliDecoderError(f"recon='bce': {BERNOULLI_EXPLANATION}")
-        recon = check_choice("recon", "mse-mean" if recon is None else recon, RECON_CONVENTIONS)
-        kl = check_choice("kl", "sum" if kl is None else kl, KL_CONVENTIONS)
-        recon_batch = check_choice("recon_batch", recon_batch or "mean", BATCH_REDUCTIONS)
-        kl_batch = check_choice("kl_batch", kl_batch or "mean", BATCH_REDUCTIONS)
-        w = check_positive("kld_weight", 1.0 if kld_weight is None else kld_weight)
-        r = check_positive("recon_weight", 1.0 if recon_weight is None else recon_weight)
+        recon, kl, w, r, recon_batch, kl_batch = _given_terms(
+            recon=recon, kl=kl, recon_weight=recon_weight, recon_batch=recon_batch,
+            kl_batch=kl_batch, beta=beta, gamma=gamma, kld_weight=kld_weight)
     if latent_dim is not None:
         latent_dim = check_int_at_least("latent_dim", latent_dim, 1)
-
     spec = None
     if data is not None:
         spec = as_spectrum(data)
@@ -476,6 +314,80 @@ def effective_beta(
     if dim is not None:
         dim = check_int_at_least("dim", dim, 1)
 
+    a_r, learned = _recon_coefficient(recon, r, eta_dec=eta_dec, dim=dim)
+    a_k = w
+    if kl == "mean":
+        if latent_dim is None:
+            raise ValueError("kl='mean' averages over latent dimensions: pass latent_dim (K)")
+        a_k /= latent_dim
+    if recon_batch != kl_batch:
+        if batch_size is None:
+            raise ValueError(
+                f"recon_batch={recon_batch!r} and kl_batch={kl_batch!r} differ, so the "
+                "result depends on the batch size: pass batch_size"
+            )
+        b = check_int_at_least("batch_size", batch_size, 1)
+        if recon_batch == "sum":
+            a_r *= b
+        else:
+            a_k *= b
+
+    value = a_k / a_r if learned else a_k / (2.0 * a_r)
+    prediction = None if spec is None else predict_modes(
+        spec, value, latent_dim=latent_dim, learned_variance=learned)
+    return EffectiveBeta(value=float(value), recon_coef=float(a_r), kl_coef=float(a_k),
+                         prediction=prediction, convention=conv, learned_variance=learned)
+
+
+def _convention_terms(conv: LossConvention, *, recon, kl, recon_weight, recon_batch,
+                      kl_batch, beta, gamma, kld_weight):
+    """(recon, kl, w, R, recon_batch, kl_batch) of a named library convention."""
+    fixed = {"recon": recon, "kl": kl, "recon_weight": recon_weight,
+             "recon_batch": recon_batch, "kl_batch": kl_batch}
+    given = [k for k, v in fixed.items() if v is not None]
+    if given:
+        raise ValueError(
+            f"convention={conv.name!r} fixes {', '.join(given)}; drop "
+            f"{'it' if len(given) == 1 else 'them'} or drop the convention"
+        )
+    hyper = {"beta": beta, "gamma": gamma, "kld_weight": kld_weight}
+    extra = [k for k, v in hyper.items() if v is not None and k not in conv.weights]
+    if extra:
+        takes = ", ".join(conv.weights) if conv.weights else "no KL weight"
+        raise ValueError(f"convention={conv.name!r} has no {extra[0]} (it takes {takes})")
+    if conv.bernoulli:
+        raise BernoulliDecoderError(f"{conv.name} ({conv.library}): {BERNOULLI_EXPLANATION}")
+    w = 1.0
+    defaults = conv.defaults or {}
+    for k in conv.weights:
+        v = hyper[k] if hyper[k] is not None else defaults.get(k)
+        if v is None:
+            raise ValueError(f"convention={conv.name!r} needs {k} (the value in your config)")
+        w *= check_positive(k, v)
+    return conv.recon, "sum", w, conv.recon_weight, conv.batch, conv.batch
+
+
+def _given_terms(*, recon, kl, recon_weight, recon_batch, kl_batch, beta, gamma, kld_weight):
+    """(recon, kl, w, R, recon_batch, kl_batch) of a loss spelled out term by term."""
+    if beta is not None or gamma is not None:
+        raise ValueError(
+            "beta and gamma are a named convention's hyperparameters: pass convention= "
+            "or use kld_weight"
+        )
+    if recon == "bce":
+        raise BernoulliDecoderError(f"recon='bce': {BERNOULLI_EXPLANATION}")
+    recon = check_choice("recon", "mse-mean" if recon is None else recon, RECON_CONVENTIONS)
+    kl = check_choice("kl", "sum" if kl is None else kl, KL_CONVENTIONS)
+    recon_batch = check_choice("recon_batch", recon_batch or "mean", BATCH_REDUCTIONS)
+    kl_batch = check_choice("kl_batch", kl_batch or "mean", BATCH_REDUCTIONS)
+    w = check_positive("kld_weight", 1.0 if kld_weight is None else kld_weight)
+    r = check_positive("recon_weight", 1.0 if recon_weight is None else recon_weight)
+    return recon, kl, w, r, recon_batch, kl_batch
+
+
+def _recon_coefficient(recon: str, r: float, *, eta_dec, dim) -> tuple[float, bool]:
+    """a_R of the reconstruction term (per feature summed), and whether the decoder
+    variance is learned (then a_R is the NLL's own coefficient)."""
     learned = False
     if recon.startswith("gaussian-nll"):
         if eta_dec is None:
@@ -499,40 +411,7 @@ def effective_beta(
         if dim is None:
             raise ValueError(f"recon={recon!r} averages over features: pass dim (D) or data")
         a_r /= dim
-
-    a_k = w
-    if kl == "mean":
-        if latent_dim is None:
-            raise ValueError("kl='mean' averages over latent dimensions: pass latent_dim (K)")
-        a_k /= latent_dim
-
-    if recon_batch != kl_batch:
-        if batch_size is None:
-            raise ValueError(
-                f"recon_batch={recon_batch!r} and kl_batch={kl_batch!r} differ, so the "
-                "result depends on the batch size: pass batch_size"
-            )
-        b = check_int_at_least("batch_size", batch_size, 1)
-        if recon_batch == "sum":
-            a_r *= b
-        else:
-            a_k *= b
-
-    value = a_k / a_r if learned else a_k / (2.0 * a_r)
-    prediction = None if spec is None else predict_modes(
-        spec, value, latent_dim=latent_dim, learned_variance=learned)
-    return EffectiveBeta(value=float(value), recon_coef=float(a_r), kl_coef=float(a_k),
-                         prediction=prediction, convention=conv, learned_variance=learned)
-
-
-def _convention(name) -> LossConvention:
-    if isinstance(name, LossConvention):
-        return name
-    if name not in LOSS_CONVENTIONS:
-        raise ValueError(
-            f"unknown convention {name!r}; choose one of {', '.join(LOSS_CONVENTIONS)}"
-        )
-    return LOSS_CONVENTIONS[name]
+    return a_r, learned
 
 
 def as_spectrum(data):

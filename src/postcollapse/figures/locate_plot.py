@@ -7,8 +7,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from postcollapse._checks import ACTIVE_VAR_THRESHOLD
-
 __all__ = ["locate_figure"]
 
 _MODEL_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple",
@@ -20,7 +18,8 @@ def _field(m, name):
     return m[name] if isinstance(m, Mapping) else getattr(m, name)
 
 
-def locate_figure(results: Mapping[str, Sequence], *, title: str = ""):
+def locate_figure(results: Mapping[str, Sequence], *, title: str = "",
+                  active_threshold: float | None = None):
     """Log-log plot of the observed critical beta of each mode against the predicted one,
     and below it the relative error in percent.
 
@@ -32,6 +31,9 @@ def locate_figure(results: Mapping[str, Sequence], *, title: str = ""):
         brackets (lower .. upper); an open marker flags a mode whose count was not
         monotone in beta; modes without an observation are left out.
     title : str
+    active_threshold : float, optional
+        The active-unit rule of a linear model among ``results``: a dotted line marks
+        -100 * active_threshold %, where that rule flips at the linear optimum.
 
     Returns
     -------
@@ -78,11 +80,12 @@ def locate_figure(results: Mapping[str, Sequence], *, title: str = ""):
     ax.set_yscale("log")
     ax_rel.axhline(0.0, color="0.4", ls="--", lw=1.0, zorder=0)
     # At the linear optimum Var_x(mu_i) = eta_enc^2 (1 - beta / beta_i*), so the active-unit
-    # rule (Var > 0.01) flips at beta_i* (1 - 0.01) for eta_enc = 1.
-    ax_rel.axhline(-100 * ACTIVE_VAR_THRESHOLD, color="0.4", ls=":", lw=1.0, zorder=0,
-                   label="where Var(mu) = 0.01 at the linear optimum")
+    # rule (Var > t) flips at beta_i* (1 - t) for eta_enc = 1.
+    if active_threshold is not None:
+        ax_rel.axhline(-100 * active_threshold, color="0.4", ls=":", lw=1.0, zorder=0,
+                       label=f"where Var(mu) = {active_threshold:g} at the linear optimum")
+        ax_rel.legend(fontsize=7, loc="best")
     ax_rel.margins(y=0.25)  # room for the legend without hiding a point at the extremes
-    ax_rel.legend(fontsize=7, loc="best")
     ax_rel.set_xlabel(r"predicted $\beta_i^* = \zeta_i^2/\eta_{dec}^2$")
     ax_rel.set_ylabel("observed / predicted - 1 (%)")
     ax_rel.grid(True, which="both", alpha=0.25)

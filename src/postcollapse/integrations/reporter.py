@@ -101,3 +101,24 @@ class CollapseReporter:
             out[f"{p}margin"] = float(self.prediction.margin)
         self.history.append(out)
         return out
+
+    def report(self, *, unit: str = "pass") -> str:
+        """A plain-text account of the run: one line per finished pass (active units, total
+        KL, collapse rate, and total MI when measured), then the predicted surviving modes
+        against the last pass's active units (when there is a prediction). ``unit`` names
+        a pass in the lines ("epoch" when there is one pass per epoch).
+        """
+        p, lines = self.prefix, []
+        for i, m in enumerate(self.history, 1):
+            line = (f"{unit} {i:3d}  active units {m[f'{p}active_units']:.0f}  "
+                    f"KL {m[f'{p}kl_total']:.3f}  collapse rate {m[f'{p}collapse_rate']:.2f}")
+            if f"{p}mi_total" in m:
+                line += f"  MI {m[f'{p}mi_total']:.3f}"
+            lines.append(line)
+        if self.prediction is not None and self.history:
+            pred = self.prediction
+            lines.append(f"predicted surviving modes {pred.active_modes}, measured active "
+                         f"units {self.history[-1][f'{p}active_units']:.0f} (margin "
+                         f"{pred.margin:.2f})")
+        return "\n".join(lines)
+

@@ -17,10 +17,11 @@ from postcollapse.locate.results import (
     ModeThreshold,
     load_locate,
 )
-from postcollapse.locate.run import LOCATE_DEFAULTS, locate
+from postcollapse.locate.run import LOCATE_ACTIVE_THRESHOLD, LOCATE_DEFAULTS, locate
 
 __all__ = ["locate", "LocateResult", "ModeThreshold", "load_locate", "THRESHOLD_COLUMNS",
-           "LOCATE_DEFAULTS", "Observations", "SeedBracket", "seed_bracket", "next_points"]
+           "LOCATE_DEFAULTS", "LOCATE_ACTIVE_THRESHOLD", "Observations", "SeedBracket",
+           "seed_bracket", "next_points"]
 
 
 class _CallableModule(types.ModuleType):

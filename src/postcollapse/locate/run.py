@@ -27,12 +27,34 @@ from postcollapse.locate.bracket import (
 )
 from postcollapse.locate.results import LocateResult, ModeThreshold, load_locate
 
-__all__ = ["locate", "LOCATE_DEFAULTS"]
+__all__ = ["locate", "LOCATE_DEFAULTS", "LOCATE_ACTIVE_THRESHOLD", "auto_active_threshold"]
 
 #: Search settings (not training options): first bracket p / (1 + w) .. p (1 + w), at most
-#: ``max_points`` new betas per bracket and round, give up beyond ``max_factor`` x p.
-LOCATE_DEFAULTS = {"start_width": 0.05, "max_points": 4, "max_factor": 1000.0,
-                   "max_rounds": 40}
+#: ``max_points`` new betas per bracket and round, give up beyond ``max_factor`` x p; the
+#: first round also trains ``scout`` log-spaced betas from min(p) / 10 to 2 max(p), so that
+#: modes far from their prediction start bracketed. Chosen with ``benchmarks/bench_locate.py``
+#: (see benchmarks/README.md): narrow first brackets cost one round where the theory holds,
+#: the scout grid saves the widening rounds where it does not.
+LOCATE_DEFAULTS = {"start_width": 0.01, "max_points": 4, "max_factor": 1000.0,
+                   "max_rounds": 40, "scout": 8}
+
+#: The active-unit rule of locate where training reaches the optimum to machine precision
+#: (an exact loss trained by L-BFGS): Var_x(mu_i) > 1e-3, ten times finer than the sweep's
+#: default 0.01. At the linear optimum Var_x(mu_i) = eta_enc^2 (1 - beta / beta_i*), so a
+#: rule at t places the observed threshold at beta_i* (1 - t): -1% with the sweep's rule,
+#: as wide as the brackets themselves; -0.1% with this one. Adam on a sampled loss leaves
+#: collapsing units at Var ~ 1e-3 when its convergence rule stops, so there the sweep's
+#: rule is kept.
+LOCATE_ACTIVE_THRESHOLD = 1e-3
+
+
+def auto_active_threshold(config) -> float:
+    """locate's default rule for a training config (after ``for_rows``): 1e-3 for L-BFGS on
+    an exact loss, else the sweep's ``ACTIVE_VAR_THRESHOLD``."""
+    from postcollapse._checks import ACTIVE_VAR_THRESHOLD
+
+    return (LOCATE_ACTIVE_THRESHOLD if config.optimizer == "lbfgs" and config.exact
+            else ACTIVE_VAR_THRESHOLD)
 
 # Options of the trainer that locate owns (or that make no sense per round).
 _RESERVED = ("betas", "members", "seeds", "out", "resume", "progress", "callback")
@@ -129,17 +151,20 @@ def locate(
     target=None,
     eta_dec: float = 1.0,
     modes=None,
+    active_threshold: float | None = None,
     start_width: float = LOCATE_DEFAULTS["start_width"],
     max_points: int = LOCATE_DEFAULTS["max_points"],
     max_factor: float = LOCATE_DEFAULTS["max_factor"],
     max_rounds: int = LOCATE_DEFAULTS["max_rounds"],
+    scout: int = LOCATE_DEFAULTS["scout"],
     log: Callable[[str], None] | None = None,
     **sweep_options,
 ) -> LocateResult:
     """Locate each mode's observed critical beta by bracketing, all modes and seeds at once.
 
     For mode i = 1..K the observed critical beta is where the trained model goes from i to
-    i - 1 active units (the sweep's ``active_units``: Var_x(mu_j) > 0.01). Brackets start
+    i - 1 active units (the sweep's ``active_units``: Var_x(mu_j) > ``active_threshold``).
+    Brackets start
     around the predicted beta_i* (``postcollapse.theory.thresholds``), widen geometrically
     when the observation lies outside, and are cut into up to ``max_points + 1`` parts per
     round until ``upper / lower - 1 <= rtol`` for every mode and seed. Each round is one
@@ -168,10 +193,17 @@ def locate(
     target, eta_dec : as for the sweep (``eta_dec`` also sets the predictions)
     modes : sequence of int, optional
         The modes to locate (1-based; default all with beta_i* > 0 up to latent_dim).
-    start_width, max_points, max_factor, max_rounds :
+    active_threshold : float, optional
+        The active-unit rule, Var_x(mu_j) > active_threshold. Default: 1e-3 for L-BFGS on an
+        exact loss (ten times finer than the sweep's 0.01: at the linear optimum
+        Var_x(mu_i) = eta_enc^2 (1 - beta / beta_i*), so the rule itself moves the observed
+        threshold to beta_i* (1 - active_threshold / eta_enc^2)), else the sweep's 0.01
+        (Adam stops with collapsing units still near Var 1e-3).
+    start_width, max_points, max_factor, max_rounds, scout :
         The search: first bracket p / (1 + w) .. p (1 + w); at most ``max_points`` new
         betas per bracket and round; a mode not found within ``max_factor`` x p either way
-        is reported with a note; at most ``max_rounds`` rounds.
+        is reported with a note; at most ``max_rounds`` rounds; ``scout`` log-spaced betas
+        from min(p) / 10 to 2 max(p) in the first round (0: none).
     log : callable(str), optional
         Receives the per-round lines (default: stderr when ``progress``).
     **sweep_options
@@ -191,6 +223,7 @@ def locate(
     max_points = check_int_at_least("max_points", max_points, 1)
     max_factor = check_positive("max_factor", max_factor)
     max_rounds = check_int_at_least("max_rounds", max_rounds, 1)
+    scout = check_int_at_least("scout", scout, 0)
     latent_dim = check_int_at_least("latent_dim", latent_dim, 1)
     seeds = _seeds(seeds)
     bad = [k for k in sweep_options if k in _RESERVED]
@@ -198,12 +231,14 @@ def locate(
         raise TypeError(f"locate() chooses {bad[0]!r} itself; leave it out")
     if resume and out is None:
         raise ValueError("resume=True needs out (the folder of the interrupted locate)")
+    if active_threshold is not None:
+        active_threshold = check_positive("active_threshold", active_threshold)
     options = {"model": model, "sigma": sigma, "hidden": hidden, "latent_dim": latent_dim,
                "eta_dec": eta_dec, **sweep_options}
     from postcollapse.train import SweepConfig
 
     try:  # the training options, checked once before any training (whatever the trainer)
-        SweepConfig(betas=(1.0,), seeds=seeds, **options)
+        probe = SweepConfig(betas=(1.0,), seeds=seeds, **options)
     except TypeError as exc:
         raise TypeError(f"locate() got an unknown training option ({exc})") from None
     if trainer is None:
@@ -212,6 +247,9 @@ def locate(
         log = (lambda s: print(s, file=sys.stderr)) if progress else (lambda s: None)
 
     feed, name, x, y = _resolve(data, target)
+    if active_threshold is None:
+        active_threshold = auto_active_threshold(probe.for_rows(x.shape[0]))
+    options["active_threshold"] = active_threshold
     summary = data_summary(name, x, y)
     predicted_all = thresholds(spectrum(Moments.from_arrays(x, y), vectors=False),
                                eta_dec=eta_dec)
@@ -228,7 +266,7 @@ def locate(
     config = {**{k: (v if isinstance(v, int | float | str | bool | type(None)) else str(v))
                  for k, v in options.items()},
               "seeds": list(seeds), "rtol": rtol, "modes": modes, "start_width": start_width,
-              "max_points": max_points, "max_factor": max_factor, "target": (
+              "max_points": max_points, "max_factor": max_factor, "scout": scout, "target": (
                   None if target is None else str(target))}
 
     obs = Observations()
@@ -256,6 +294,11 @@ def locate(
                 asks.extend((p, br.seed) for p in pts)
                 ended &= not pts
             result_modes.append(_mode_threshold(m, predicted[m], brs, obs, notes))
+        if not rounds and scout:
+            lo = min(predicted.values()) / 10
+            hi = max(predicted.values()) * 2
+            grid = [lo * (hi / lo) ** (j / max(scout - 1, 1)) for j in range(scout)]
+            asks.extend((b, s) for b in grid for s in seeds)
         return result_modes, asks, ended
 
     def save(result_modes, ended):

@@ -78,7 +78,7 @@ def locate_section(ctx, names, preset: str, *, seeds: int | None = None):
     from postcollapse.reproduce.runs import dataset_of
 
     table = LOCATE_TABLE.get(preset, {})
-    records = []
+    records, linear_rule = [], None
     for name in [n for n in names if n in table]:
         modes, lseeds, rtol = table[name]
         cfg = figure_config(name, preset, seeds=seeds)
@@ -93,6 +93,8 @@ def locate_section(ctx, names, preset: str, *, seeds: int | None = None):
                      trainer=ctx.trainer, device=ctx.device, progress=ctx.progress,
                      log=ctx.log, **{k: getattr(cfg, k) for k in LOCATE_OPTIONS})
         wall = sum(r.get("wall_time", 0.0) for r in res.rounds) or time.perf_counter() - t0
+        if cfg.model == "linear":
+            linear_rule = res.config.get("active_threshold")
         for m in res.modes:
             ctx.log(f"[locate {name}] mode {m.mode}: predicted {m.predicted:.4g}, observed "
                     f"{m.observed:.4g} ({100 * m.rel_error:+.1f}%), bracket "
@@ -106,6 +108,7 @@ def locate_section(ctx, names, preset: str, *, seeds: int | None = None):
     if not records:
         return [], None
     fig = locate_figure({r.label: r.modes for r in records},
-                        title="Located critical betas: observed vs predicted")
+                        title="Located critical betas: observed vs predicted",
+                        active_threshold=linear_rule)
     save_figure(fig, ctx.out / "locate" / "locate")
     return records, "locate/locate.png"

@@ -12,7 +12,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from postcollapse._checks import check_betas, check_choice, check_int_at_least, check_positive
+from postcollapse._checks import (
+    ACTIVE_VAR_THRESHOLD,
+    check_betas,
+    check_choice,
+    check_int_at_least,
+    check_positive,
+)
 from postcollapse.models.kinds import ARCHITECTURES, SIGMA_KINDS
 from postcollapse.theory.spectrum import LEARN, check_eta_dec
 
@@ -144,6 +150,7 @@ class SweepConfig:
     patience: int = 3
     min_lr: float | None = None
     crn_samples: int = 1
+    active_threshold: float = ACTIVE_VAR_THRESHOLD
     n_rows: int | None = None
     encoder: str = field(init=False)
     decoder: str = field(init=False)
@@ -165,6 +172,7 @@ class SweepConfig:
         put("eta_enc", check_positive("eta_enc", self.eta_enc))
         put("eta_dec", check_eta_dec(self.eta_dec))
         put("eval_samples", check_int_at_least("eval_samples", self.eval_samples, 1))
+        put("active_threshold", check_positive("active_threshold", self.active_threshold))
         if self.members is None:
             if self.betas is None:
                 raise ValueError("give betas (with seeds) or members, a list of (beta, seed) "
@@ -388,6 +396,9 @@ class SweepConfig:
             "patience": self.patience, "min_lr": self.lr_floor,
             "crn_samples": self.crn_samples,
             **self.extension_record(),
+            # written only when not the default, so sweeps from before the option resume
+            **({"active_threshold": self.active_threshold}
+               if self.active_threshold != ACTIVE_VAR_THRESHOLD else {}),
             **({"members": [list(m) for m in self.members]} if self.explicit_members else {}),
         }
 

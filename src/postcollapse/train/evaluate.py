@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from postcollapse._checks import ACTIVE_VAR_THRESHOLD
 from postcollapse.models import LossParts, chunk_rows, evaluate_loss, member_seed, sampled_loss
 
 __all__ = ["sweep_theory", "start_eta_dec", "encoder_stats", "member_rows", "start_loss",
@@ -159,8 +158,8 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.cpu().numpy()
 
 
-def _active_modes(mu_cov: torch.Tensor) -> np.ndarray:
-    """Eigenvalues of each member's Cov_x(mu) (K, d1, d1) above the threshold; 0 for a member
+def _active_modes(mu_cov: torch.Tensor, threshold: float) -> np.ndarray:
+    """Eigenvalues of each member's Cov_x(mu) (K, d1, d1) above ``threshold``; 0 for a member
     whose covariance is not finite (a diverged member) or has no eigen-decomposition."""
     finite = torch.isfinite(mu_cov).all(2).all(1)
     safe = torch.where(finite[:, None, None], mu_cov, torch.zeros_like(mu_cov))
@@ -173,7 +172,7 @@ def _active_modes(mu_cov: torch.Tensor) -> np.ndarray:
                 lam[i] = torch.as_tensor(np.linalg.eigvalsh(c))
             except np.linalg.LinAlgError:
                 finite[i] = False
-    return _numpy(((lam.to(finite.device) > ACTIVE_VAR_THRESHOLD).sum(1)) * finite)
+    return _numpy(((lam.to(finite.device) > threshold).sum(1)) * finite)
 
 
 @torch.no_grad()
@@ -210,8 +209,8 @@ def member_rows(net, objective, config, state, theory: dict, *,
     mu_var = torch.diagonal(mu_cov, dim1=1, dim2=2)
     # Rotation-invariant count: with Sigma = eta_enc^2 I the optimum is defined only up to an
     # orthogonal P, which can spread one active mode over several coordinates.
-    modes = _active_modes(mu_cov)
-    units = _numpy((mu_var > ACTIVE_VAR_THRESHOLD).sum(1))
+    modes = _active_modes(mu_cov, config.active_threshold)
+    units = _numpy((mu_var > config.active_threshold).sum(1))
     order = torch.argsort(sig_mean, dim=1, descending=True, stable=True)
     sig_sorted = _numpy(torch.gather(sig_mean, 1, order))
     kl_sorted = _numpy(torch.gather(parts.kl_dims, 1, order))

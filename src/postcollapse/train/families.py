@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from postcollapse._checks import ACTIVE_VAR_THRESHOLD
 from postcollapse.train.data import Objective, torch_dtype
 from postcollapse.train.evaluate import EVAL_STREAM, member_rows, start_eta_dec, sweep_theory
 
@@ -206,7 +205,7 @@ class HierarchicalFamily:
                                            generator=gen)
         p = net.params()
         mu1, logvar1 = net.encode(x, params=p)
-        n1 = _active(_cov(mu1))
+        n1 = _active(_cov(mu1), config.active_threshold)
         # Level 2 sees z1 = mu1 + S1^(1/2) eps1, not mu1: where sigma1^2 > b' it models pure
         # encoder noise (active without any signal from x). Linear: Cov(mu2) is exact.
         if net.exact:
@@ -216,7 +215,7 @@ class HierarchicalFamily:
         else:
             eps = torch.randn(mu1.shape, generator=gen, dtype=mu1.dtype).to(mu1.device)
             cov2 = _cov(net.encode2(mu1 + torch.exp(0.5 * logvar1) * eps, params=p))
-        n2 = _active(cov2)
+        n2 = _active(cov2, config.active_threshold)
         s1 = torch.exp(0.5 * logvar1.double()).mean(1).cpu().numpy()
         s2 = torch.exp(0.5 * p["logvar2"].double()).cpu().numpy()
         d1 = net.d1
@@ -255,9 +254,9 @@ def _cov(mu: torch.Tensor) -> torch.Tensor:
     return c.transpose(1, 2) @ c / mu.shape[1]
 
 
-def _active(cov: torch.Tensor) -> np.ndarray:
-    """Eigenvalues of cov (K, d, d) above the active-variance threshold, per member."""
-    return (torch.linalg.eigvalsh(cov) > ACTIVE_VAR_THRESHOLD).sum(1).cpu().numpy()
+def _active(cov: torch.Tensor, threshold: float) -> np.ndarray:
+    """Eigenvalues of cov (K, d, d) above the active-variance ``threshold``, per member."""
+    return (torch.linalg.eigvalsh(cov) > threshold).sum(1).cpu().numpy()
 
 
 FAMILIES = {"vae": VAEFamily(), "free_bits": FreeBitsFamily(),

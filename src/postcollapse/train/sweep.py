@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from postcollapse._checks import ACTIVE_VAR_THRESHOLD
 from postcollapse._io import check_writable_dir
 from postcollapse.train.config import SweepConfig
 from postcollapse.train.results import SweepResult, load_sweep
@@ -64,6 +65,7 @@ def sweep(
     patience: int = 3,
     min_lr: float | None = None,
     crn_samples: int = 1,
+    active_threshold: float = ACTIVE_VAR_THRESHOLD,
 ) -> SweepResult:
     """Train one VAE per (beta, seed), all members together, and report each.
 
@@ -189,6 +191,12 @@ def sweep(
     crn_samples : int
         Noise samples per row of the fixed-noise objective of the convergence rule (a
         nonlinear decoder; the linear decoder's objective is exact).
+    active_threshold : float
+        A latent unit (and a mode of Cov_x(mu)) is active when the variance over the data of
+        its posterior mean exceeds this (default 0.01, in units of the prior's variance): the
+        ``active_units`` and ``active_modes`` columns. At the linear optimum
+        Var_x(mu_i) = eta_enc^2 (1 - beta / beta_i*), so the count drops at
+        beta_i* (1 - active_threshold / eta_enc^2).
 
     Returns
     -------
