@@ -187,3 +187,20 @@ def test_extension_options_are_checked():
     assert cfg.latent_dim2 == cfg.latent_dim and cfg.family == "hierarchical"
     # a one-level sweep's record (and so its checkpoint fingerprint) is unchanged
     assert not {"levels", "beta2", "free_bits"} & set(SweepConfig(betas=[1.0]).record("d"))
+
+
+def test_free_bits_rows_of_a_nonlinear_decoder_hold_the_free_bits_loss(x):
+    # the evaluated loss of a sampled-loss (MLP decoder) member is rec + beta sum max(lam, KL_j)
+    lam = 2.0
+    res = sweep((x, None), betas=[0.5, 3.0], model="relu", sigma="linear", hidden=6,
+                free_bits=lam, latent_dim=3, steps=40, lr=1e-3, eval_samples=2)
+    pinned = 0
+    for row in res.rows:
+        kls = np.array([row[f"kl_{j}"] for j in (1, 2, 3)])
+        assert row["kl"] == pytest.approx(kls.sum(), rel=1e-9)
+        expect = row["rec"] + row["beta"] * np.maximum(lam, kls).sum()
+        assert row["loss"] == pytest.approx(expect, rel=1e-9)
+        if (kls < lam).any():  # there the free-bits loss exceeds the plain beta-VAE loss
+            pinned += 1
+            assert row["loss"] > row["rec"] + row["beta"] * row["kl"] + 1e-6
+    assert pinned

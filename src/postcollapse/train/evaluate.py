@@ -11,7 +11,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from postcollapse.models import LossParts, chunk_rows, evaluate_loss, member_seed, sampled_loss
+from postcollapse.models import (
+    LossParts,
+    chunk_rows,
+    evaluate_loss,
+    kl_penalty,
+    member_seed,
+    sampled_loss,
+)
 
 __all__ = ["sweep_theory", "start_eta_dec", "encoder_stats", "member_rows", "start_loss",
            "fault_text", "member_noise", "seed_loss", "EVAL_STREAM", "CRN_STREAM", "NOISE_BLOCK"]
@@ -72,7 +79,8 @@ def seed_loss(net, x: torch.Tensor, y, *, seeds, seed_pos: torch.Tensor, n_eps: 
         tot += w * acc / n_eps
         tot_kl += w * parts.kl_dims.double()
     kl = tot_kl.sum(-1)
-    return LossParts(tot + net.beta.double() * kl, tot, kl, tot_kl)
+    # the model's own KL term (free bits: sum_j max(lambda, KL_j) of the data-averaged KL)
+    return LossParts(tot + net.beta.double() * kl_penalty(net, tot_kl), tot, kl, tot_kl)
 
 
 def sweep_theory(mom, config) -> dict:
