@@ -117,7 +117,7 @@ def test_a_trainer_without_the_family_count_is_an_error():
 
 def test_nothing_to_locate_when_no_mode_collapses():
     with pytest.raises(ValueError, match="no mode collapses at a finite beta"):
-        locate((X, Y), latent_dim=1, levels=2, beta2=100.0, sigma1=0.8,
+        locate((X, Y), latent_dim=1, levels=2, beta2=0.5, sigma1=0.8,
                trainer=StepTrainer([1.0]))
-    assert math.isinf(hierarchical_thresholds(SPEC, latent_dim=1, latent_dim2=1, beta2=100.0,
+    assert math.isinf(hierarchical_thresholds(SPEC, latent_dim=1, latent_dim2=1, beta2=0.5,
                                               sigma1=0.8)[0])
