@@ -81,3 +81,63 @@ class _nullcontext:
         return False
 
 
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """locate replaced by a recorder of its keyword arguments (no training at all)."""
+    seen = {}
+
+    def fake(data, **kwargs):
+        seen.update(kwargs, data=data)
+        from postcollapse.locate import LocateResult
+
+        return LocateResult(modes=[], rounds=[], config={}, data={}, done=True)
+
+    monkeypatch.setattr(locate_pkg, "locate", fake)
+    return seen
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["--eta-dec", "learn"], {"eta_dec": "learn"}),
+    (["--levels", "2", "--beta2", "3", "--sigma1", "0.5", "--latent-dim2", "2"],
+     {"levels": 2, "beta2": 3.0, "sigma1": 0.5, "latent_dim2": 2}),
+    (["--free-bits", "0.1", "--free-bits-mode", "batch", "--batch-size", "100"],
+     {"free_bits": 0.1, "free_bits_mode": "batch", "batch_size": 100}),
+    (["--eta-enc", "2", "--epochs", "3", "--tol", "1e-9", "--lr-decay", "none"],
+     {"eta_enc": 2.0, "epochs": 3, "tol": 1e-9, "lr_decay": None}),
+])
+def test_the_sweep_options_reach_locate(spy, tmp_path, argv, expect):
+    assert main(["locate", "synthetic", "--quiet", "--out", str(tmp_path), *argv]) == 0
+    assert {k: spy[k] for k in expect} == expect
+    assert "trainer" not in spy  # in process: locate's default trainer
+
+
+def test_the_same_option_definitions_as_the_sweep():
+    """One definition (cli/options.py): every model / training option of the sweep is
+    locate's too, with the same default."""
+    from test_cli_help import _COMMANDS
+
+    def opts(name):
+        return {a.dest: a.default for a in _COMMANDS[name]._actions if a.option_strings}
+
+    sweep, loc = opts("sweep"), opts("locate")
+    only_sweep = {"betas", "log_betas", "threads", "checkpoint_seconds"}
+    assert set(sweep) - set(loc) == only_sweep
+    for k in set(sweep) - only_sweep - {"active_threshold", "out", "resume", "quiet"}:
+        assert loc[k] == sweep[k], k
+
+
+def test_free_bits_mode_without_free_bits_is_one_line(tmp_path, capsys):
+    assert main(["locate", "synthetic", "--quiet", "--out", str(tmp_path),
+                 "--free-bits-mode", "batch"]) == 2
+    assert "--free-bits-mode needs --free-bits" in capsys.readouterr().err
+
+
+def test_workers_train_on_a_cluster(spy, tmp_path):
+    from postcollapse.scale import ClusterTrainer
+
+    assert main(["locate", "synthetic", "--quiet", "--out", str(tmp_path),
+                 "--workers", "1", "--worker-threads", "2", "--cell-betas", "4"]) == 0
+    tr = spy["trainer"]
+    assert isinstance(tr, ClusterTrainer) and (tr.threads, tr.cell_betas) == (2, 4)

@@ -70,3 +70,59 @@ def test_nonlinear_synthetic_every_mode_bracketed(model, tmp_path):
     members = [m for r in res.rounds for m in r["members"]]
     assert all(m["converged"] for m in members), [m for m in members if not m["converged"]]
     assert np.all([m.converged_fraction == 1.0 for m in res.modes])
+
+
+def _report(name, res):
+    print(f"\n{name}: mode predicted observed rel_error lower upper")
+    for m in res.modes:
+        print(m.mode, f"{m.predicted:.6g}", f"{m.observed:.6g}", f"{m.rel_error:+.4%}",
+              f"{m.lower:.6g}", f"{m.upper:.6g}")
+
+
+def test_learned_eta_dec_thresholds_to_one_percent():
+    """eta_dec="learn": the located betas are the learned-variance thresholds, not
+    zeta_i^2 / eta_dec^2 (latent_dim 3 < rank 5 keeps the NLL bounded)."""
+    data = load("synthetic")
+    spec = spectrum(data.moments())
+    pred = thresholds(spec, eta_dec="learn")[:3]
+    assert np.all(np.abs(pred / thresholds(spec)[:3] - 1) > 0.5)
+    res = locate(data, latent_dim=3, seeds=[0], rtol=0.005, eta_dec="learn", **LBFGS)
+    _report("learned eta_dec", res)
+    assert res.done and [m.mode for m in res.modes] == [1, 2, 3]
+    for m in res.modes:
+        assert m.predicted == pytest.approx(pred[m.mode - 1], rel=1e-12)
+        assert m.converged_fraction == 1.0 and m.monotone
+        assert abs(m.rel_error) <= 0.01
+
+
+def test_two_levels_level1_thresholds():
+    """Two levels, sigma1 = 1 fixed, beta2 = 5: modes with zeta_i^2 > beta2 never collapse;
+    the others at zeta_i^2 / sigma1^2. Var_x(mu1_i) = sigma1 zeta_i / sqrt(beta) - sigma1^2
+    at the optimum, so the rule (> t) flips at beta_i* (1 + t / sigma1^2)^-2: -0.2%."""
+    data = load("synthetic")
+    res = locate(data, latent_dim=5, seeds=[0], rtol=0.005, levels=2, beta2=5.0, sigma1=1.0,
+                 **LBFGS)
+    _report("two levels", res)
+    z2 = spectrum(data.moments()).zeta ** 2
+    assert res.done and [m.mode for m in res.modes] == [3, 4, 5]  # z2 = 14, 8 > beta2
+    flip = (1 + LOCATE_ACTIVE_THRESHOLD) ** -2 - 1
+    for m in res.modes:
+        assert m.predicted == pytest.approx(z2[m.mode - 1], rel=1e-12)
+        assert m.converged_fraction == 1.0 and m.monotone
+        assert abs(m.rel_error - flip) <= 0.005 / 2 + 1e-6
+        assert abs(m.rel_error) <= 0.01
+
+
+def test_free_bits_signal_threshold():
+    """Free bits lambda = 0.1: mode 5 stops receiving signal at the predicted beta (modes
+    1-3 never do). The transition is a jump (snr 0.17 -> 0), so the rule adds no offset;
+    a cold start can stay in the metastable configuration a little past it (measured
+    +0.5% for mode 5, +1.5% for mode 4 with full training), hence 3%."""
+    data = load("synthetic")
+    res = locate(data, latent_dim=5, seeds=[0], modes=[5], rtol=0.01, start_width=0.03,
+                 free_bits=0.1, tol=1e-8, steps=500, **LBFGS)
+    _report("free bits", res)
+    assert res.done and res.config["observe"] == "active_modes"
+    (m,) = res.modes
+    assert m.monotone and m.seeds == 1
+    assert abs(m.rel_error) <= 0.03

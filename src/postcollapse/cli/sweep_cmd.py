@@ -7,8 +7,17 @@ import sys
 
 from postcollapse.cli.cluster import add_cluster_options, cluster_client, sweep_function
 from postcollapse.cli.helptext import examples
+from postcollapse.cli.options import (
+    add_extension_options,
+    add_model_options,
+    add_training_options,
+    eta_dec_arg,
+    extension_kwargs,
+    training_kwargs,
+)
 
-__all__ = ["register", "parse_betas", "eta_dec_arg", "run", "diverged_line", "EXIT_DIVERGED"]
+__all__ = ["register", "parse_betas", "eta_dec_arg", "run", "diverged_line", "EXIT_DIVERGED",
+           "add_extension_options", "extension_kwargs"]
 
 DEFAULT_OUT = "sweep-out"
 #: Exit status of a sweep that finished with some members diverged.
@@ -42,20 +51,8 @@ def parse_betas(text: str, *, log: bool = False) -> list[float]:
     return check_betas(values, "--betas").tolist()
 
 
-def eta_dec_arg(text: str):
-    """argparse type of --eta-dec: 'learn' or a number (validated by the sweep)."""
-    if text == "learn":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0 or 'learn', got {text!r}") from None
-
-
 def register(subparsers) -> None:
     from postcollapse._checks import ACTIVE_VAR_THRESHOLD
-    from postcollapse.models import SIGMA_KINDS  # torch-free: the choice lists only
-    from postcollapse.train import DTYPE_CHOICES, OPTIMIZER_CHOICES
 
     p = subparsers.add_parser(
         "sweep",
@@ -80,57 +77,14 @@ def register(subparsers) -> None:
                  "to the same results.",
         ),
     )
-    p.add_argument("data", metavar="DATA",
-                   help="'synthetic', 'mnist', or a data file / folder (.npy, .npz, .csv, "
-                        ".parquet, IDX[.gz], a folder of .npy shards)")
-    p.add_argument("--target", default=None, help="target data (conditional VAE); "
-                   "'same' forces a plain VAE (default: y of an .npz DATA, else y = x)")
-    p.add_argument("--model", default="linear",
-                   help="linear, relu or tanh (or ENCODER-DECODER, e.g. relu-linear; default "
-                        "linear)")
-    p.add_argument("--sigma", default="learnable", choices=SIGMA_KINDS,
-                   help="encoder variance: prior (fixed at eta_enc^2), learnable (one "
-                        "diagonal), linear or mlp (a function of x) (default learnable)")
-    p.add_argument("--latent-dim", type=int, default=5, metavar="K",
-                   help="latent dimension d1 (default 5)")
-    p.add_argument("--hidden", type=int, default=8, help="MLP hidden width (default 8)")
+    add_model_options(p, shards=True)
     p.add_argument("--betas", default=None, help="START:STOP:NUM or b1,b2,...; default: 40 "
                    "log-spaced betas from 0.1 x beta_K* to 2 x beta_1* of the data")
     p.add_argument("--log-betas", action="store_true", help="geometric START:STOP:NUM grid")
-    p.add_argument("--seeds", type=int, default=1, help="number of seeds 0..N-1 (default 1)")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, default=None,
-                        help="training steps at most (default: 20000 for Adam, 2000 for "
-                             "L-BFGS; members stop earlier when converged)")
-    length.add_argument("--epochs", type=int, default=None,
-                        help="training length in epochs instead of steps (default: --steps)")
-    p.add_argument("--batch-size", type=int, default=None, help="default: full batch")
-    p.add_argument("--lr", type=float, default=1e-3,
-                   help="Adam's initial learning rate (default 1e-3)")
-    p.add_argument("--optimizer", default="auto", choices=OPTIMIZER_CHOICES,
-                   help="default auto: lbfgs when the loss is exact (linear decoder) and the "
-                   "batch full, else adam")
-    p.add_argument("--device", default="auto",
-                   help="auto, cpu or cuda (default auto: cuda when available)")
-    p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
-                   help="default auto: float64 for lbfgs, float32 for adam")
-    p.add_argument("--tol", type=float, default=None,
-                   help="convergence tolerance on the relative change of the objective "
-                        "(default: 1e-6 for Adam, 1e-12 for float64 L-BFGS, 1e-7 for "
-                        "float32 L-BFGS; 0 disables)")
-    p.add_argument("--lr-decay", type=_decay, default=0.5, metavar="FACTOR",
-                   help="Adam: multiply a member's learning rate by FACTOR when its "
-                   "fixed-noise training objective plateaus ('none': fixed rate; default 0.5)")
-    p.add_argument("--patience", type=int, default=3,
-                   help="Adam: checks without improvement before the rate decays (default 3)")
+    add_training_options(p)
     p.add_argument("--active-threshold", type=float, default=ACTIVE_VAR_THRESHOLD, metavar="T",
                    help="a unit is active when the variance over the data of its posterior "
                    f"mean exceeds T (default {ACTIVE_VAR_THRESHOLD:g})")
-    p.add_argument("--eta-enc", type=float, default=1.0, metavar="F",
-                   help="prior standard deviation eta_enc (default 1)")
-    p.add_argument("--eta-dec", type=eta_dec_arg, default=1.0, metavar="F|learn",
-                   help="decoder standard deviation (default 1), or 'learn': each member "
-                        "learns it, trained on the beta-NLL (results gain the learned eta_dec)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep in OUT")
     p.add_argument("--threads", type=int, default=None, metavar="N",
@@ -143,48 +97,6 @@ def register(subparsers) -> None:
     add_cluster_options(p, sweep=True)
     add_extension_options(p)
     p.set_defaults(func=run)
-
-
-def _decay(text: str):
-    return None if text.strip().lower() == "none" else float(text)
-
-
-def add_extension_options(p) -> None:
-    """--levels 2 (--beta2, --latent-dim2, --sigma1) and --free-bits (--free-bits-mode)."""
-    from postcollapse.cli.extensions_cmds import add_arguments
-    from postcollapse.train.config import FREE_BITS_MODES
-
-    add_arguments(p)
-    p.add_argument("--free-bits-mode", default="dataset", choices=FREE_BITS_MODES,
-                   help="dataset: max(LAMBDA, KL_j) of KL_j averaged over the whole data "
-                        "(the theory's objective, full batch only); batch: max applied to "
-                        "each minibatch's average (what minibatch training optimises; "
-                        "default dataset)")
-    p.add_argument("--no-free-bits-smoothing", dest="free_bits_smoothing",
-                   action="store_false", default=None,
-                   help="train on the exact max(LAMBDA, KL_j) instead of a smoothing of its "
-                        "kink whose width shrinks to 1e-9 nats (float64) before a member "
-                        "counts as converged (the default with --free-bits-mode dataset; "
-                        "without it optimisers stall on the kink where latents are pinned "
-                        "at KL_j = LAMBDA)")
-
-
-def extension_kwargs(args) -> dict:
-    """The two-level / free-bits options of the sweep call (empty when none was given)."""
-    out = {}
-    if args.levels != 1 or any(getattr(args, n) is not None
-                               for n in ("beta2", "latent_dim2", "sigma1")):
-        out.update(levels=args.levels, beta2=args.beta2, latent_dim2=args.latent_dim2,
-                   sigma1=args.sigma1)
-    if args.free_bits is not None:
-        out.update(free_bits=args.free_bits, free_bits_mode=args.free_bits_mode)
-        if args.free_bits_smoothing is not None:
-            out.update(free_bits_smoothing=args.free_bits_smoothing)
-    elif args.free_bits_mode != "dataset":
-        raise ValueError("--free-bits-mode needs --free-bits LAMBDA")
-    elif args.free_bits_smoothing is not None:
-        raise ValueError("--no-free-bits-smoothing needs --free-bits LAMBDA")
-    return out
 
 
 def _default_betas(data, target, latent_dim: int, eta_dec, sigma: str = "learnable"
@@ -231,13 +143,9 @@ def _run(args: argparse.Namespace, sweep, **extra) -> int:
         betas = parse_betas(args.betas, log=args.log_betas)
     try:
         res = sweep(
-            args.data, target=args.target, betas=betas, model=args.model, sigma=args.sigma,
-            latent_dim=args.latent_dim, hidden=args.hidden, seeds=range(args.seeds),
-            steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            optimizer=args.optimizer, device=args.device, dtype=args.dtype, tol=args.tol,
-            eta_enc=args.eta_enc, eta_dec=args.eta_dec, out=args.out, resume=args.resume,
-            progress=not args.quiet, checkpoint_seconds=args.checkpoint_seconds,
-            lr_decay=args.lr_decay, patience=args.patience,
+            args.data, betas=betas, **training_kwargs(args), out=args.out,
+            resume=args.resume, progress=not args.quiet,
+            checkpoint_seconds=args.checkpoint_seconds,
             active_threshold=args.active_threshold, **extra, **extension_kwargs(args),
         )
     except KeyboardInterrupt as exc:

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from postcollapse._checks import check_int_at_least, check_positive
 from postcollapse.locate.bracket import (
     Observations,
@@ -114,6 +116,22 @@ def _train_members(trainer, data, members, options):
     return out
 
 
+def _nothing_to_locate(pred) -> str:
+    if not np.any(pred.values > 0):
+        return "the data have no signal (all zeta are 0): no mode to locate"
+    return (f"no mode collapses at a finite beta in the {pred.family} model (every predicted "
+            "critical beta is infinite): nothing to locate; see docs/THEORY.md")
+
+
+def _not_locatable(m: int, pred, locatable: list[int]) -> str:
+    k = len(pred.values)
+    if m > k or pred.values[m - 1] <= 0:
+        return (f"modes must be between 1 and {max(locatable)} (latent_dim and the data's "
+                f"nonzero zeta), got {m}")
+    return (f"mode {m} never collapses in the {pred.family} model (its predicted critical "
+            f"beta is infinite); locate modes among {locatable}")
+
+
 def _mode_threshold(mode: int, predicted: float, brackets: list[SeedBracket],
                     obs: Observations, notes: list[str]) -> ModeThreshold:
     got = [b for b in brackets if b.status == "bracketed"]
@@ -149,7 +167,13 @@ def locate(
     trainer: Callable | None = None,
     progress: bool = False,
     target=None,
-    eta_dec: float = 1.0,
+    eta_dec: float | str = 1.0,
+    levels: int = 1,
+    beta2: float | None = None,
+    latent_dim2: int | None = None,
+    sigma1: float | None = None,
+    free_bits: float | None = None,
+    free_bits_mode: str = "dataset",
     modes=None,
     active_threshold: float | None = None,
     start_width: float = LOCATE_DEFAULTS["start_width"],
@@ -190,9 +214,21 @@ def locate(
         :func:`postcollapse.train.sweep`.
     progress : bool
         One line per round on stderr (and the trainer's progress bar).
-    target, eta_dec : as for the sweep (``eta_dec`` also sets the predictions)
+    target, eta_dec : as for the sweep (``eta_dec`` also sets the predictions: with
+        ``"learn"`` they are the learned-variance thresholds, ``theory.learned_thresholds``)
+    levels, beta2, latent_dim2, sigma1 : as for the sweep
+        ``levels=2``: the two-level VAE at a fixed ``beta2``; the level-1 modes are located
+        against beta (the row's ``active_level1``: eigenvalues of Cov_x(mu1) above
+        ``active_threshold``), predicted by ``theory.hierarchical_thresholds``.
+    free_bits, free_bits_mode : as for the sweep
+        Free bits lambda: the beta at which mode i stops receiving signal is located (the
+        row's ``active_modes``: eigenvalues of Cov_x(mu) above ``active_threshold``; every
+        latent keeps KL >= lambda, so ``active_units`` counts them all), predicted by
+        ``theory.freebits_thresholds``.
     modes : sequence of int, optional
-        The modes to locate (1-based; default all with beta_i* > 0 up to latent_dim).
+        The modes to locate (1-based; default every mode up to latent_dim whose predicted
+        critical beta is finite and > 0: under two levels or free bits the strongest modes
+        may never collapse).
     active_threshold : float, optional
         The active-unit rule, Var_x(mu_j) > active_threshold. Default: 1e-3 for L-BFGS on an
         exact loss (ten times finer than the sweep's 0.01: at the linear optimum
@@ -213,7 +249,8 @@ def locate(
     -------
     LocateResult
     """
-    from postcollapse.theory import Moments, spectrum, thresholds
+    from postcollapse.locate.predict import predict
+    from postcollapse.theory import Moments
     from postcollapse.train.data import data_summary
 
     rtol = check_positive("rtol", rtol)
@@ -235,10 +272,16 @@ def locate(
         active_threshold = check_positive("active_threshold", active_threshold)
     options = {"model": model, "sigma": sigma, "hidden": hidden, "latent_dim": latent_dim,
                "eta_dec": eta_dec, **sweep_options}
+    if levels != 1 or any(v is not None for v in (beta2, latent_dim2, sigma1)):
+        options.update(levels=levels, beta2=beta2, latent_dim2=latent_dim2, sigma1=sigma1)
+    if free_bits is not None or free_bits_mode != "dataset":
+        if free_bits is None:
+            raise ValueError("free_bits_mode needs free_bits (lambda)")
+        options.update(free_bits=free_bits, free_bits_mode=free_bits_mode)
     from postcollapse.train import SweepConfig
 
     try:  # the training options, checked once before any training (whatever the trainer)
-        probe = SweepConfig(betas=(1.0,), seeds=seeds, **options)
+        cfg = SweepConfig(betas=(1.0,), seeds=seeds, **options)
     except TypeError as exc:
         raise TypeError(f"locate() got an unknown training option ({exc})") from None
     if trainer is None:
@@ -248,26 +291,27 @@ def locate(
 
     feed, name, x, y = _resolve(data, target)
     if active_threshold is None:
-        active_threshold = auto_active_threshold(probe.for_rows(x.shape[0]))
+        active_threshold = auto_active_threshold(cfg.for_rows(x.shape[0]))
     options["active_threshold"] = active_threshold
     summary = data_summary(name, x, y)
-    predicted_all = thresholds(spectrum(Moments.from_arrays(x, y), vectors=False),
-                               eta_dec=eta_dec)
-    k_max = min(latent_dim, int((predicted_all > 0).sum()))
-    if k_max == 0:
-        raise ValueError("the data have no signal (all zeta are 0): no mode to locate")
+    pred = predict(Moments.from_arrays(x, y), cfg)
+    locatable = [i + 1 for i, v in enumerate(pred.values) if 0 < v < math.inf]
+    if not locatable:
+        raise ValueError(_nothing_to_locate(pred))
     if modes is None:
-        modes = list(range(1, k_max + 1))
+        modes = locatable
     modes = sorted({check_int_at_least("mode", m, 1) for m in modes})
-    if modes[-1] > k_max:
-        raise ValueError(f"modes must be between 1 and {k_max} (latent_dim and the data's "
-                         f"nonzero zeta), got {modes[-1]}")
-    predicted = {m: float(predicted_all[m - 1]) for m in modes}
+    for m in modes:
+        if m not in locatable:
+            raise ValueError(_not_locatable(m, pred, locatable))
+    predicted = {m: float(pred.values[m - 1]) for m in modes}
     config = {**{k: (v if isinstance(v, int | float | str | bool | type(None)) else str(v))
                  for k, v in options.items()},
               "seeds": list(seeds), "rtol": rtol, "modes": modes, "start_width": start_width,
               "max_points": max_points, "max_factor": max_factor, "scout": scout, "target": (
-                  None if target is None else str(target))}
+                  None if target is None else str(target)),
+              "family": pred.family, "observe": pred.observe}
+    key = pred.observe
 
     obs = Observations()
     rounds: list[dict] = []
@@ -279,7 +323,7 @@ def locate(
         rounds = old.rounds
         for r in rounds:
             for m in r["members"]:
-                obs.add(m["beta"], m["seed"], m["active_units"], m["converged"])
+                obs.add(m["beta"], m["seed"], m[key], m["converged"])
 
     def state():
         result_modes, asks, ended = [], [], True
@@ -321,8 +365,11 @@ def locate(
         record = []
         for (b, s), r in zip(members, rows, strict=True):
             conv = bool(r.get("converged", True)) and not bool(r.get("diverged", False))
-            obs.add(b, s, int(r["active_units"]), conv)
-            record.append({"beta": b, "seed": s, "active_units": int(r["active_units"]),
+            if key not in r:
+                raise ValueError(f"the trainer's rows have no {key!r} (the count locate "
+                                 f"observes for the {pred.family} model)")
+            obs.add(b, s, int(r[key]), conv)
+            record.append({"beta": b, "seed": s, key: int(r[key]),
                            "converged": conv, "loss": float(r.get("loss", math.nan))})
         rounds.append({"round": len(rounds) + 1, "members": record, "wall_time": wall})
         result_modes, asks, ended = state()

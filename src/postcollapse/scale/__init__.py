@@ -17,6 +17,9 @@ matrices travel.
 - ``distributed_sweep(data, *, betas, seeds, client, out, resume, ...)``: a training
   sweep cut into cells (one seed, a chunk of betas), each trained on a worker and kept in
   ``OUT/cells/`` as it finishes; resumable, and a cell whose worker dies is run again.
+- ``ClusterTrainer(client)``: ``trainer(data, members=[(beta, seed), ...], **options)``
+  on the cluster (members cut into cells by seed, rows in member order): the trainer of
+  ``postcollapse.locate`` on a cluster.
 
 Computations use the active ``distributed.Client`` when there is one and dask's default
 scheduler otherwise (or ``scheduler=`` / ``client=`` when given).
@@ -30,6 +33,7 @@ except ImportError as exc:  # pragma: no cover - the extra is installed in CI
     ) from exc
 
 from postcollapse.scale.cells import distributed_sweep, plan_cells
+from postcollapse.scale.members import ClusterTrainer, member_cells
 from postcollapse.scale.moments import moments, moments_from_files, spectrum
 from postcollapse.scale.parquet import moments_from_parquet
 from postcollapse.scale.sweep import map_betas
@@ -42,4 +46,6 @@ __all__ = [
     "map_betas",
     "distributed_sweep",
     "plan_cells",
+    "ClusterTrainer",
+    "member_cells",
 ]

@@ -3,6 +3,11 @@
 Pure numpy/scipy; never imports torch or matplotlib. Conventions: ``docs/THEORY.md``.
 """
 
+from postcollapse.theory.critical import (
+    count_thresholds,
+    freebits_thresholds,
+    hierarchical_thresholds,
+)
 from postcollapse.theory.freebits import (
     FREEBITS_REGIMES,
     FlatFreeBitsLoss,
@@ -87,4 +92,7 @@ __all__ = [
     "freebits_kl",
     "FlatFreeBitsLoss",
     "FREEBITS_REGIMES",
+    "count_thresholds",
+    "hierarchical_thresholds",
+    "freebits_thresholds",
 ]
