@@ -70,6 +70,9 @@ def register(subparsers) -> None:
     p.add_argument("--optimizer", default=None, choices=OPTIMIZERS,
                    help="default: the sweep's")
     p.add_argument("--dtype", default=None, choices=DTYPES, help="default: the sweep's")
+    p.add_argument("--init", default="cold", choices=("cold", "linear"),
+                   help="how members start: cold or linear (the linear optimum of each "
+                        "beta; default cold)")
     p.add_argument("--eta-dec", type=float, default=1.0, metavar="F",
                    help="decoder standard deviation eta_dec (default 1)")
     p.add_argument("--device", default="auto",
@@ -95,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
     check_positive("--rtol", args.rtol)
     options = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
                                  ("lr", args.lr), ("optimizer", args.optimizer),
-                                 ("dtype", args.dtype)) if v is not None}
+                                 ("dtype", args.dtype),
+                                 ("init", None if args.init == "cold" else args.init))
+               if v is not None}
     try:
         res = locate(args.data, target=args.target, model=args.model, sigma=args.sigma,
                      latent_dim=args.latent_dim, hidden=args.hidden,

@@ -56,6 +56,7 @@ def register(subparsers) -> None:
     from postcollapse._checks import ACTIVE_VAR_THRESHOLD
     from postcollapse.models import SIGMA_KINDS  # torch-free: the choice lists only
     from postcollapse.train import DTYPE_CHOICES, OPTIMIZER_CHOICES
+    from postcollapse.train.config import INITS
 
     p = subparsers.add_parser(
         "sweep",
@@ -126,6 +127,10 @@ def register(subparsers) -> None:
     p.add_argument("--active-threshold", type=float, default=ACTIVE_VAR_THRESHOLD, metavar="T",
                    help="a unit is active when the variance over the data of its posterior "
                    f"mean exceeds T (default {ACTIVE_VAR_THRESHOLD:g})")
+    p.add_argument("--init", default="cold", choices=INITS,
+                   help="how members start: cold (random initialisation) or linear (the "
+                        "linear theory's global optimum of each beta, embedded in the "
+                        "network; MLPs need --hidden >= --latent-dim; default cold)")
     p.add_argument("--eta-enc", type=float, default=1.0, metavar="F",
                    help="prior standard deviation eta_enc (default 1)")
     p.add_argument("--eta-dec", type=eta_dec_arg, default=1.0, metavar="F|learn",
@@ -228,6 +233,7 @@ def _run(args: argparse.Namespace, sweep, **extra) -> int:
             progress=not args.quiet, checkpoint_seconds=args.checkpoint_seconds,
             lr_decay=args.lr_decay, patience=args.patience,
             active_threshold=args.active_threshold, **extra, **extension_kwargs(args),
+            **({"init": args.init} if args.init != "cold" else {}),
         )
     except KeyboardInterrupt as exc:
         msg = str(exc) or "interrupted"
