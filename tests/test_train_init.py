@@ -178,3 +178,33 @@ def test_embed_needs_one_optimum_per_member(data):
                         hidden=3)
     with pytest.raises(ValueError, match="hidden >= latent_dim"):
         embed_linear_optimum(narrow, [opt], data.x)
+
+
+def test_cli_sweep_init_linear(tmp_path, capsys):
+    from postcollapse.cli import main
+
+    out = tmp_path / "o"
+    rc = main(["sweep", "synthetic", "--betas", "0.5,3", "--init", "linear", "--steps", "5",
+               "--out", str(out), "--quiet"])
+    assert rc == 0
+    obj = json.loads((out / "sweep.json").read_text())
+    assert obj["config"]["init"] == "linear"
+    rc = main(["sweep", "synthetic", "--betas", "3", "--model", "relu", "--hidden", "4",
+               "--init", "linear", "--out", str(tmp_path / "bad"), "--quiet"])
+    assert rc == 2
+    assert "hidden >= latent_dim (5)" in capsys.readouterr().err
+
+
+def test_cli_locate_init_linear(tmp_path, capsys):
+    from postcollapse.cli import main
+
+    out = tmp_path / "loc"
+    rc = main(["locate", "synthetic", "--init", "linear", "--latent-dim", "1", "--out",
+               str(out), "--quiet", "--json"])
+    assert rc == 0
+    (mode,) = json.loads(capsys.readouterr().out)["modes"]
+    # started at the optimum, the unit's Var(mu_1) = 1 - beta / 14 crosses the 1e-3 rule at
+    # beta = 0.999 * 14, which the located bracket (1% wide) must hold
+    assert mode["lower"] <= 0.999 * 14.0 <= mode["upper"]
+    assert mode["upper"] / mode["lower"] - 1 <= 0.0101
+    assert json.loads((out / "locate.json").read_text())["config"]["init"] == "linear"
