@@ -26,6 +26,7 @@ import torch
 
 from postcollapse.data import load
 from postcollapse.locate import load_locate, locate
+from postcollapse.train import load_sweep, sweep
 from postcollapse.train.config import DEFAULT_STEPS
 
 
@@ -52,9 +53,10 @@ def table(runs: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def warm_vs_cold(cold, warm, data) -> str:
+def warm_vs_cold(cold, warm, data, paired=()) -> str:
     """Per (beta, seed) trained by both runs: the final loss of the linear-init start minus
-    the cold start's, and both against the linear optimum's min_loss at that beta."""
+    the cold start's, and both against the linear optimum's min_loss at that beta.
+    ``paired``: rows of linear-init members trained at the cold run's other betas."""
     from postcollapse.theory import min_loss, spectrum
 
     def losses(run):
@@ -62,6 +64,7 @@ def warm_vs_cold(cold, warm, data) -> str:
                 for r in run.rounds for m in r["members"] if m.get("loss") is not None}
 
     c, w = losses(cold), losses(warm)
+    w.update({(round(r["beta"], 10), r["seed"]): r["loss"] for r in paired})
     common = sorted(set(c) & set(w))
     if not common:
         return "warm vs cold: no (beta, seed) trained by both runs"
@@ -84,6 +87,28 @@ def warm_vs_cold(cold, warm, data) -> str:
                  f"lower in {sum(r < 0 for r in big)}"
                  + (f" (by {-max(big):.1%} to {-min(big):.1%})" if big else ""))
     return "\n".join(lines)
+
+
+def pair_warm(data, out: Path, model: str, width: int, args) -> None:
+    """Train the linear-init start (a sweep, ``OUT/<model>-h<width>-linear-init-paired``) at
+    every (beta, seed) that the finished cold locate run trained and the linear-init locate
+    run did not, with the same options, so every cold member has a warm partner."""
+    cold, warm = (out / f"{model}-h{width}{tag}" for tag in ("", "-linear-init"))
+    if not ((cold / "locate.json").exists() and (warm / "locate.json").exists()):
+        return
+    c, w = load_locate(cold), load_locate(warm)
+    if not c.done:
+        return
+    have = {(round(m["beta"], 10), m["seed"]) for r in w.rounds for m in r["members"]}
+    members = sorted({(m["beta"], m["seed"]) for r in c.rounds for m in r["members"]
+                      if (round(m["beta"], 10), m["seed"]) not in have})
+    if members:
+        budget = {} if args.steps is None else {"steps": args.steps}
+        sweep(data, members=members, model=model, sigma="linear", hidden=width, latent_dim=5,
+              lr=args.lr, batch_size=args.batch_size, init="linear",
+              active_threshold=c.config.get("active_threshold", 0.01),
+              out=out / f"{model}-h{width}-linear-init-paired", resume=True, progress=True,
+              **budget)
 
 
 def main() -> None:
@@ -138,6 +163,10 @@ def main() -> None:
                    seeds=range(args.seeds), rtol=args.rtol, lr=lr,
                    batch_size=args.batch_size, out=folder, resume=True, progress=True,
                    **budget, **extra)
+    warm_label = f"h{widths[0]} linear-init"
+    if "linear-init" in controls and not args.report:
+        for model in models:  # the linear-init start at every (beta, seed) of the cold run
+            pair_warm(data, out, model, widths[0], args)
     for model in models:
         runs = {}
         for label, *_ in plan:
@@ -150,9 +179,10 @@ def main() -> None:
             print(f"\n### {model} (Sigma(x) linear, latent 5, {args.seeds} seeds, "
                   f"{budget}, lr {args.lr}, batch {args.batch_size})\n")
             print(table(runs))
-            warm = f"h{widths[0]} linear-init"
-            if warm in runs and f"h{widths[0]}" in runs:
-                print("\n" + warm_vs_cold(runs[f"h{widths[0]}"], runs[warm], data))
+            if warm_label in runs and f"h{widths[0]}" in runs:
+                paired = out / f"{model}-h{widths[0]}-linear-init-paired"
+                rows = load_sweep(paired).rows if (paired / "results.csv").exists() else ()
+                print("\n" + warm_vs_cold(runs[f"h{widths[0]}"], runs[warm_label], data, rows))
 
 
 if __name__ == "__main__":
