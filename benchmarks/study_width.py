@@ -6,7 +6,9 @@ seeds, plus an optimiser control at the smallest width (the same model trained 3
 at a third of the learning rate) and, with ``--control linear-init``, the same model started
 at the linear theory's global optimum of each beta (``init="linear"``): if it keeps the
 modes that the cold start loses, the width can hold them and the optimiser did not find
-them; ``--only-control`` trains only the control cells (the width cells of OUT are read).
+them. It also trains the linear-init start at every other (beta, seed) of the finished cold
+run (``OUT/<model>-h<width>-linear-init-paired``) for the warm-vs-cold loss table;
+``--only-control`` trains only the control cells (the width cells of OUT are read).
 Every run writes ``OUT/<model>-h<width>[-control]/`` and resumes from there, so an
 interrupted study continues where it stopped. At the end it
 prints one Markdown table per model: mode, predicted, observed per width, relative error,
