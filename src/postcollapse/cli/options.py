@@ -67,6 +67,7 @@ def add_model_options(p, *, shards: bool = False, latent_help: str = "latent dim
 def add_training_options(p, *, steps_help: str = "training steps at most") -> None:
     """How each member is trained (the sweep's defaults)."""
     from postcollapse.train import DTYPE_CHOICES, OPTIMIZER_CHOICES
+    from postcollapse.train.config import INITS
 
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, default=None,
@@ -93,6 +94,10 @@ def add_training_options(p, *, steps_help: str = "training steps at most") -> No
                    "fixed-noise training objective plateaus ('none': fixed rate; default 0.5)")
     p.add_argument("--patience", type=int, default=3,
                    help="Adam: checks without improvement before the rate decays (default 3)")
+    p.add_argument("--init", default="cold", choices=INITS,
+                   help="how members start: cold (random initialisation) or linear (the "
+                        "linear theory's global optimum of each beta, embedded in the "
+                        "network; MLPs need --hidden >= --latent-dim; default cold)")
 
 
 def add_extension_options(p) -> None:
@@ -126,7 +131,8 @@ def training_kwargs(args) -> dict:
             "steps": args.steps, "epochs": args.epochs, "batch_size": args.batch_size,
             "lr": args.lr, "optimizer": args.optimizer, "device": args.device,
             "dtype": args.dtype, "tol": args.tol, "eta_enc": args.eta_enc,
-            "eta_dec": args.eta_dec, "lr_decay": args.lr_decay, "patience": args.patience}
+            "eta_dec": args.eta_dec, "lr_decay": args.lr_decay, "patience": args.patience,
+            **({"init": args.init} if args.init != "cold" else {})}
 
 
 def extension_kwargs(args) -> dict:

@@ -19,13 +19,16 @@ from postcollapse._checks import (
     check_int_at_least,
     check_positive,
 )
-from postcollapse.models.kinds import ARCHITECTURES, SIGMA_KINDS
+from postcollapse.models.kinds import ARCHITECTURES, SIGMA_KINDS, check_embeddable
 from postcollapse.theory.spectrum import LEARN, check_eta_dec
 
-__all__ = ["SweepConfig", "OPTIMIZERS", "OPTIMIZER_CHOICES", "LOSS_PATHS", "DTYPES",
+__all__ = ["SweepConfig", "INITS", "OPTIMIZERS", "OPTIMIZER_CHOICES", "LOSS_PATHS", "DTYPES",
            "DTYPE_CHOICES", "DEFAULT_STEPS", "parse_model", "FREE_BITS_MODES"]
 
 OPTIMIZERS = ("adam", "lbfgs")
+# How members start: a random initialisation ("cold"), or the linear theory's global optimum
+# of each member's beta embedded in its network ("linear", ``models.embed``).
+INITS = ("cold", "linear")
 OPTIMIZER_CHOICES = ("auto", *OPTIMIZERS)
 LOSS_PATHS = ("auto", "moments", "data")
 DTYPES = ("float32", "float64")
@@ -151,6 +154,7 @@ class SweepConfig:
     min_lr: float | None = None
     crn_samples: int = 1
     active_threshold: float = ACTIVE_VAR_THRESHOLD
+    init: str = "cold"
     n_rows: int | None = None
     encoder: str = field(init=False)
     decoder: str = field(init=False)
@@ -202,6 +206,11 @@ class SweepConfig:
         if self.threads is not None:
             put("threads", check_int_at_least("threads", self.threads, 1))
         self._check_extensions(put)
+        check_choice("init", self.init, INITS)
+        if self.init == "linear":
+            check_embeddable(encoder=self.encoder, decoder=self.decoder, hidden=self.hidden,
+                             latent_dim=self.latent_dim, levels=self.levels,
+                             free_bits=self.free_bits)
         if self.batch_size is not None:
             put("batch_size", check_int_at_least("batch_size", self.batch_size, 1))
         self._check_adam_options(put)
@@ -400,6 +409,7 @@ class SweepConfig:
             **({"active_threshold": self.active_threshold}
                if self.active_threshold != ACTIVE_VAR_THRESHOLD else {}),
             **({"members": [list(m) for m in self.members]} if self.explicit_members else {}),
+            **({"init": self.init} if self.init != "cold" else {}),
         }
 
     def extension_record(self) -> dict:

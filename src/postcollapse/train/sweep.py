@@ -19,7 +19,7 @@ from postcollapse.train.results import SweepResult, load_sweep
 if TYPE_CHECKING:
     from postcollapse.train.loop import CheckInfo
 
-__all__ = ["sweep", "run_sweep"]
+__all__ = ["sweep", "run_sweep", "start_at_optimum"]
 
 
 def sweep(
@@ -66,6 +66,7 @@ def sweep(
     min_lr: float | None = None,
     crn_samples: int = 1,
     active_threshold: float = ACTIVE_VAR_THRESHOLD,
+    init: str = "cold",
 ) -> SweepResult:
     """Train one VAE per (beta, seed), all members together, and report each.
 
@@ -197,6 +198,15 @@ def sweep(
         ``active_units`` and ``active_modes`` columns. At the linear optimum
         Var_x(mu_i) = eta_enc^2 (1 - beta / beta_i*), so the count drops at
         beta_i* (1 - active_threshold / eta_enc^2).
+    init : {"cold", "linear"}
+        How members start. "cold": a random initialisation from the member's seed.
+        "linear": each member starts at the linear theory's global optimum for its own beta
+        (``theory.optimum`` for the sweep's Sigma mode and eta_dec), embedded in its
+        network (``postcollapse.models.embed``): exact for the linear model, in the linear
+        regime of the units for ReLU, small-slope units for Tanh (relative error <= 1e-3 on
+        the data); MLPs need ``hidden >= latent_dim``; one level, no free bits. It answers
+        whether a model that ends elsewhere can hold the optimum (width) or does not find
+        it (optimiser).
 
     Returns
     -------
@@ -237,6 +247,8 @@ def run_sweep(data, config: SweepConfig, *,
     theory = family.theory(mom, config)
     members = list(config.members)
     net = family.build(config, summary, dev, mom)
+    if config.init == "linear":
+        start_at_optimum(net, x, mom, config)
     objective = family.objective(net, config, x, y, mom)
     saved = checkpoint.restore(net) if config.resume else None
     # Multiply-adds per step, roughly: members x rows seen x parameters per member.
@@ -269,3 +281,18 @@ def run_sweep(data, config: SweepConfig, *,
             raise err from None
         checkpoint.remove()
     return result
+
+
+def start_at_optimum(net, x, mom, config: SweepConfig) -> None:
+    """Set every member of ``net`` to the linear theory's global optimum at its beta
+    (``init="linear"``), embedded in its network (``models.embed``) using the training
+    inputs ``x`` (n, d0)."""
+    from postcollapse.models.embed import embed_linear_optimum
+    from postcollapse.theory import optimum, spectrum
+
+    spec = spectrum(mom)
+    mode = "prior" if config.sigma == "prior" else "learnable"
+    optima = {b: optimum(spec, latent_dim=config.latent_dim, beta=float(b), sigma=mode,
+                         eta_enc=config.eta_enc, eta_dec=config.eta_dec)
+              for b in config.betas}
+    embed_linear_optimum(net, [optima[b] for b, _ in config.members], x)
