@@ -32,7 +32,7 @@ from torch import nn
 from postcollapse._checks import check_betas, check_choice, check_int_at_least, check_positive
 from postcollapse.models.kinds import ARCHITECTURES
 from postcollapse.models.loss import LossParts, chunk_rows
-from postcollapse.models.vae import member_seed
+from postcollapse.models.vae import FlatMembers, member_seed
 
 __all__ = [
     "BatchedHierarchicalVAE",
@@ -59,7 +59,7 @@ def _affine(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.matmul(x, w) + b.unsqueeze(1)
 
 
-class BatchedHierarchicalVAE(nn.Module):
+class BatchedHierarchicalVAE(FlatMembers):
     """K independent two-level VAEs trained as one module (flat (K, P) parameters).
 
     Parameters
@@ -149,36 +149,6 @@ class BatchedHierarchicalVAE(nn.Module):
             parts.append((torch.rand(size, generator=g, dtype=torch.float64) * 2 - 1) * bound)
         return torch.cat(parts)
 
-    @torch.no_grad()
-    def reset_parameters(self) -> None:
-        """Initialise every member from its own seed (independent of K and beta)."""
-        ee = self.eta_enc.double().cpu().numpy()
-        ed = self.eta_dec.double().cpu().numpy()
-        rows = [self._init_row(s, float(a), float(b))
-                for s, a, b in zip(self.seeds, ee, ed, strict=True)]
-        self.flat.copy_(torch.stack(rows).to(self.flat))
-
-    def params(self, flat: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Named views (K, *shape) of the flat parameters (or of another (K, P) tensor)."""
-        flat = self.flat if flat is None else flat
-        k = flat.shape[0]
-        chunks = flat.split(self.sizes, dim=1)
-        return {name: c.view(k, *shape)
-                for (name, shape, _, _), c in zip(self.layout, chunks, strict=True)}
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.flat.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.flat.device
-
-    @property
-    def is_linear(self) -> bool:
-        """True when every map is linear (the theory's model)."""
-        return self.encoder == "linear" and self.decoder == "linear"
-
     @property
     def exact(self) -> bool:
         """True when :func:`hierarchical_exact_loss` applies (linear level-1 decoder, linear
@@ -229,14 +199,6 @@ class BatchedHierarchicalVAE(nn.Module):
                 "U2": np.swapaxes(p["dec2_w"], 1, 2), "c2": p["dec2_b"]}
 
     # ------------------------------------------------------------------ forward
-    def _as3d(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 2:
-            return x.unsqueeze(0)
-        if x.dim() == 3 and x.shape[0] in (1, self.n_members):
-            return x
-        raise ValueError(f"x must have shape (n, d) or ({self.n_members}, n, d); "
-                         f"got {tuple(x.shape)}")
-
     def apply(self, name: str, x: torch.Tensor, p, arch: str) -> torch.Tensor:
         """The map ``name`` ("enc", "dec", "enc2", "dec2") of architecture ``arch`` on x."""
         if arch == "linear":
@@ -255,7 +217,7 @@ class BatchedHierarchicalVAE(nn.Module):
     def encode(self, x: torch.Tensor, *, params=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance of q(z1|x): x (n, d0) -> (K, n, d1) each."""
         p = self.params() if params is None else params
-        mu = self.apply("enc", self._as3d(x), p, self.encoder)
+        mu = self.apply("enc", self.as3d(x), p, self.encoder)
         return mu, self.logvar1(p).expand_as(mu)
 
     def encode2(self, z1: torch.Tensor, *, params=None) -> torch.Tensor:
@@ -266,7 +228,7 @@ class BatchedHierarchicalVAE(nn.Module):
     def decode(self, z1: torch.Tensor, *, params=None) -> torch.Tensor:
         """Mean of p(y|z1): (K, n, d1) -> (K, n, d2)."""
         p = self.params() if params is None else params
-        return self.apply("dec", self._as3d(z1), p, self.decoder)
+        return self.apply("dec", self.as3d(z1), p, self.decoder)
 
 
 def _finish(model, rec_sq, t1, ent1, t2, ent2) -> LossParts:

@@ -22,7 +22,7 @@ from torch import nn
 from postcollapse._checks import check_betas, check_choice, check_int_at_least
 from postcollapse.models.kinds import ARCHITECTURES, SIGMA_KINDS
 
-__all__ = ["BatchedVAE", "member_seed"]
+__all__ = ["BatchedVAE", "FlatMembers", "member_seed"]
 
 _ACT = {"relu": torch.relu, "tanh": torch.tanh}
 
@@ -47,7 +47,55 @@ def _per_member(name: str, value, k: int) -> torch.Tensor:
     return torch.from_numpy(arr)
 
 
-class BatchedVAE(nn.Module):
+class FlatMembers(nn.Module):
+    """K independent members whose parameters are the rows of one (K, P) tensor ``flat``.
+
+    Subclasses set ``flat``, ``layout`` (name, shape, fan_in, kind per block), ``sizes``,
+    ``seeds``, ``eta_enc``, ``eta_dec``, ``encoder``, ``decoder``, ``n_members`` and
+    implement ``_init_row(seed, eta_enc, eta_dec)``.
+    """
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Initialise every member from its own seed (independent of K and beta)."""
+        ee = self.eta_enc.double().cpu().numpy()
+        ed = self.eta_dec.double().cpu().numpy()
+        rows = [self._init_row(s, float(a), float(b))
+                for s, a, b in zip(self.seeds, ee, ed, strict=True)]
+        self.flat.copy_(torch.stack(rows).to(self.flat))
+
+    def params(self, flat: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Named views (K, *shape) of the flat parameters (or of another (K, P) tensor)."""
+        flat = self.flat if flat is None else flat
+        k = flat.shape[0]
+        chunks = flat.split(self.sizes, dim=1)
+        return {name: c.view(k, *shape)
+                for (name, shape, _, _), c in zip(self.layout, chunks, strict=True)}
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.flat.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.flat.device
+
+    @property
+    def is_linear(self) -> bool:
+        """True when every map is linear (the theory's model)."""
+        return self.encoder == "linear" and self.decoder == "linear"
+
+    def as3d(self, x: torch.Tensor) -> torch.Tensor:
+        """x (n, d) as (1, n, d), or x (1|K, n, d) as it is."""
+        if x.dim() == 2:
+            return x.unsqueeze(0)
+        if x.dim() == 3 and x.shape[0] in (1, self.n_members):
+            return x
+        raise ValueError(f"x must have shape (n, d) or ({self.n_members}, n, d); "
+                         f"got {tuple(x.shape)}")
+
+
+class BatchedVAE(FlatMembers):
     """K independent VAEs trained as one module.
 
     Parameters
@@ -178,36 +226,6 @@ class BatchedVAE(nn.Module):
             parts.append(u)
         return torch.cat(parts)
 
-    @torch.no_grad()
-    def reset_parameters(self) -> None:
-        """Initialise every member from its own seed (independent of K and beta)."""
-        eta = self.eta_enc.double().cpu().numpy()
-        eta_d = self.eta_dec.double().cpu().numpy()
-        rows = [self._init_row(s, float(e), float(d))
-                for s, e, d in zip(self.seeds, eta, eta_d, strict=True)]
-        self.flat.copy_(torch.stack(rows).to(self.flat))
-
-    def params(self, flat: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Named views (K, *shape) of the flat parameters (or of another (K, P) tensor)."""
-        flat = self.flat if flat is None else flat
-        k = flat.shape[0]
-        chunks = flat.split(self.sizes, dim=1)
-        return {name: c.view(k, *shape)
-                for (name, shape, _, _), c in zip(self.layout, chunks, strict=True)}
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.flat.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.flat.device
-
-    @property
-    def is_linear(self) -> bool:
-        """True when encoder and decoder are both linear (the theory's model)."""
-        return self.encoder == "linear" and self.decoder == "linear"
-
     @property
     def sigma_depends_on_x(self) -> bool:
         return self.sigma in ("linear", "mlp")
@@ -298,14 +316,6 @@ class BatchedVAE(nn.Module):
     def _mlp(self, x, w1, b1, w2, b2, act):
         return self._affine(act(self._affine(x, w1, b1)), w2, b2)
 
-    def _as3d(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 2:
-            return x.unsqueeze(0)
-        if x.dim() == 3 and x.shape[0] in (1, self.n_members):
-            return x
-        raise ValueError(f"x must have shape (n, d) or ({self.n_members}, n, d); "
-                         f"got {tuple(x.shape)}")
-
     def const_logvar(self, p) -> torch.Tensor:
         """log sigma^2 (K, 1, d1) of data-independent Sigma (kinds "prior", "learnable"),
         from the named parameters ``p`` (see :meth:`params`)."""
@@ -332,7 +342,7 @@ class BatchedVAE(nn.Module):
     def encode_raw(self, x: torch.Tensor, *, params=None):
         """As :meth:`encode`, but a data-independent logvar stays (K, 1, d1)."""
         p = self.params() if params is None else params
-        x = self._as3d(x)
+        x = self.as3d(x)
         if self.encoder == "linear":
             mu = self._affine(x, p["enc_w"], p["enc_b"])
         else:
@@ -351,7 +361,7 @@ class BatchedVAE(nn.Module):
     def decode(self, z: torch.Tensor, *, params=None) -> torch.Tensor:
         """Mean of p(y|z): z (K, n, d1) (or (n, d1), shared) -> (K, n, d2)."""
         p = self.params() if params is None else params
-        z = self._as3d(z)
+        z = self.as3d(z)
         if self.decoder == "linear":
             return self._affine(z, p["dec_w"], p["dec_b"])
         return self._mlp(z, p["dec_w1"], p["dec_b1"], p["dec_w2"], p["dec_b2"],
