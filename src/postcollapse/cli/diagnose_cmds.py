@@ -9,11 +9,11 @@ DATA, predicts which latent modes survive. Neither imports torch at module level
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from postcollapse.cli.helptext import examples
+from postcollapse.cli.options import eta_dec_arg
 from postcollapse.diagnostics._effective_beta import (
     LOSS_CONVENTIONS,
     NEAR_THRESHOLD_MARGIN,
@@ -112,7 +112,7 @@ def register(subparsers) -> None:
                         "--convention")
     p.add_argument("--recon-weight", type=float, default=None, metavar="R",
                    help="weight of the reconstruction term (default 1)")
-    p.add_argument("--eta-dec", type=_eta_dec_arg, default=None, metavar="F|learn",
+    p.add_argument("--eta-dec", type=eta_dec_arg, default=None, metavar="F|learn",
                    help="decoder std of the Gaussian NLL (gaussian-nll only; no default), or "
                         "'learn' for a trained decoder variance: the result is then the "
                         "beta of the beta-NLL and modes are predicted with the "
@@ -137,16 +137,6 @@ def register(subparsers) -> None:
                         "(default: max(10, latent dim + 1); 0 lists all)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_effective_beta)
-
-
-def _eta_dec_arg(text: str):
-    """argparse type of effective-beta's --eta-dec: 'learn' or a number."""
-    if text == "learn":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0 or 'learn', got {text!r}") from None
 
 
 def _fmt(v: float) -> str:
