@@ -3,30 +3,14 @@ saved parameters, and one line on stderr + exit status 2 for bad input."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
+from clirun import run_error, run_json
 from postcollapse.cli import main
 from postcollapse.data import load
 from postcollapse.theory import freebits_optimum, hierarchical_loss, spectrum
 from postcollapse.theory.hierarchical import HierarchicalParams, hierarchical_optimum
-
-
-def run_json(capsys, argv):
-    assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert out.count("\n") == 1
-    return json.loads(out)
-
-
-def run_error(capsys, argv) -> str:
-    assert main(argv) == 2
-    cap = capsys.readouterr()
-    assert cap.err.count("\n") == 1 and "Traceback" not in cap.err, cap.err
-    assert cap.out == ""
-    return cap.err
 
 
 @pytest.fixture(scope="module")

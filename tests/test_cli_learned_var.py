@@ -4,28 +4,13 @@ status 2 for bad input."""
 
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
 import pytest
 
+from clirun import run_error, run_json
 from postcollapse.cli import main
-
-
-def run_json(capsys, argv):
-    assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert out.count("\n") == 1
-    return json.loads(out)
-
-
-def run_error(capsys, argv) -> str:
-    assert main(argv) == 2
-    cap = capsys.readouterr()
-    assert cap.err.count("\n") == 1 and "Traceback" not in cap.err, cap.err
-    assert cap.out == ""
-    return cap.err
 
 
 def _learned_thresholds(zeta2, r, d2):

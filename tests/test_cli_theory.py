@@ -13,26 +13,10 @@ import sys
 import numpy as np
 import pytest
 
+from clirun import run_error, run_json
 from postcollapse.cli import main
 from postcollapse.data import DEFAULT_ZETA2, load
 from postcollapse.theory import min_loss, spectrum
-
-
-def run_json(capsys, argv):
-    assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert out.count("\n") == 1  # exactly one JSON object, one line
-    return json.loads(out)
-
-
-def run_error(capsys, argv) -> str:
-    assert main(argv) == 2
-    cap = capsys.readouterr()
-    err = cap.err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert cap.out == ""
-    return err
-
 
 # ---------------------------------------------------------------------------- thresholds
 
