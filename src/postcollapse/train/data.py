@@ -16,8 +16,8 @@ from postcollapse._checks import check_finite_array, check_same_rows
 from postcollapse.models import exact_loss, moments_loss, sampled_loss
 from postcollapse.train.streams import Streams
 
-__all__ = ["resolve_data", "resolve_device", "torch_dtype", "data_hash", "data_summary",
-           "Objective"]
+__all__ = ["member_batch", "resolve_data", "resolve_device", "torch_dtype", "data_hash",
+           "data_summary", "Objective"]
 
 
 def resolve_data(data, target):
@@ -151,12 +151,20 @@ class Objective:
         """LossParts of the members with parameters ``params`` at training step ``step``."""
         if self.moments is not None:
             return moments_loss(self.net, self.moments, params=params)
-        idx, eps = self.streams.get(step)
-        if idx is None:
-            xb, yb = self.x, self.y
-        else:
-            xb = self.per_member(self.x[idx])
-            yb = None if self.y is None else self.per_member(self.y[idx])
+        xb, yb, eps = member_batch(self, step)
         if self.exact:
             return exact_loss(self.net, xb, yb, params=params)
-        return sampled_loss(self.net, xb, yb, eps=self.per_member(eps), params=params)
+        return sampled_loss(self.net, xb, yb, eps=eps, params=params)
+
+
+def member_batch(objective, step: int):
+    """(x, y, eps) of training step ``step`` for an objective with ``streams``, ``x``, ``y``
+    and ``per_member``: the full data or each member's minibatch, and each member's noise
+    (None for an exact loss)."""
+    idx, eps = objective.streams.get(step)
+    if idx is None:
+        xb, yb = objective.x, objective.y
+    else:
+        xb = objective.per_member(objective.x[idx])
+        yb = None if objective.y is None else objective.per_member(objective.y[idx])
+    return xb, yb, (None if eps is None else objective.per_member(eps))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from postcollapse.train.data import Objective, torch_dtype
+from postcollapse.train.data import Objective, member_batch, torch_dtype
 from postcollapse.train.evaluate import EVAL_STREAM, member_rows, start_eta_dec, sweep_theory
 
 __all__ = ["FAMILIES", "VAEFamily", "FreeBitsFamily", "HierarchicalFamily",
@@ -137,16 +137,10 @@ class HierarchicalObjective:
     def __call__(self, params, step: int):
         from postcollapse.models import hierarchical_exact_loss, hierarchical_sampled_loss
 
-        idx, eps = self.streams.get(step)
-        if idx is None:
-            xb, yb = self.x, self.y
-        else:
-            xb = self.per_member(self.x[idx])
-            yb = None if self.y is None else self.per_member(self.y[idx])
+        xb, yb, eps = member_batch(self, step)
         if self.exact:
             return hierarchical_exact_loss(self.net, xb, yb, params=params)
-        return hierarchical_sampled_loss(self.net, xb, yb, eps=self.per_member(eps),
-                                         params=params)
+        return hierarchical_sampled_loss(self.net, xb, yb, eps=eps, params=params)
 
 
 class HierarchicalFamily:
