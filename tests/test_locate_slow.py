@@ -53,9 +53,13 @@ def test_linear_mnist_thresholds_to_one_percent():
 
 @pytest.mark.parametrize("model", ["relu", "tanh"])
 def test_nonlinear_synthetic_every_mode_bracketed(model, tmp_path):
-    # Adam to convergence (the sweep's rule and step budget), brackets to 2%.
+    # Adam to convergence (the sweep's rule), brackets to 2%. A cold-started width-8 model
+    # can lose a mode far below its prediction (a seed of the ReLU model loses mode 5 near
+    # beta 0.025 = beta_5* / 32), where five units take more than the default 20,000 steps
+    # to settle: a budget of 60,000 lets every member arrive (members stop when converged).
     res = locate(load("synthetic"), latent_dim=5, model=model, sigma="linear", hidden=8,
-                 seeds=range(3), rtol=0.02, lr=3e-3, batch_size=500, out=tmp_path)
+                 seeds=range(3), rtol=0.02, lr=3e-3, batch_size=500, steps=60000,
+                 out=tmp_path)
     print(f"\n{model}: mode predicted observed rel_error converged_fraction monotone")
     for m in res.modes:
         print(m.mode, f"{m.predicted:.4g}", f"{m.observed:.4g}", f"{m.rel_error:+.2%}",
