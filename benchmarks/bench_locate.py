@@ -40,6 +40,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--rtol", type=float, default=None)
+    ap.add_argument("--max-points", type=int, default=None,
+                    help="locate's max_points (default: LOCATE_DEFAULTS)")
+    ap.add_argument("--scout", type=int, default=None,
+                    help="locate's scout grid size (default: LOCATE_DEFAULTS)")
+    ap.add_argument("--start-width", type=float, default=None,
+                    help="locate's start_width (default: LOCATE_DEFAULTS)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     steps = args.steps or (300 if args.smoke else None)  # None: the sweep's rule and budget
@@ -60,7 +66,9 @@ def main() -> None:
         sweep(data, betas=grid, seeds=seeds, latent_dim=5, **opts)
         t_grid = time.perf_counter() - t0
         t0 = time.perf_counter()
-        res = locate(data, latent_dim=5, seeds=seeds, rtol=rtol, **opts)
+        search = {k: v for k, v in (("max_points", args.max_points), ("scout", args.scout),
+                                    ("start_width", args.start_width)) if v is not None}
+        res = locate(data, latent_dim=5, seeds=seeds, rtol=rtol, **search, **opts)
         t_loc = time.perf_counter() - t0
         widest = max((m.width for m in res.modes), default=float("nan"))
         print(f"{name:>7} {t_grid:8.1f} {t_loc:9.1f} {len(res.rounds):6d} "
