@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--rtol", type=float, default=None)
+    ap.add_argument("--hidden", type=int, default=None,
+                    help="hidden width of the MLP models (default 8, the paper's)")
     ap.add_argument("--max-points", type=int, default=None,
                     help="locate's max_points (default: LOCATE_DEFAULTS)")
     ap.add_argument("--scout", type=int, default=None,
@@ -55,11 +57,14 @@ def main() -> None:
     th = thresholds(spectrum(data.moments()))[:5]
     grid = [float(b) for b in np.geomspace(0.1 * th[-1], 2.0 * th[0], 16)]
     seeds = list(range(args.seeds))
-    print(f"synthetic, latent 5, seeds {seeds}, rtol {rtol}, torch threads 1")
+    print(f"synthetic, latent 5, seeds {seeds}, rtol {rtol}, torch threads 1, MLP hidden "
+          f"{args.hidden or 8}")
     print(f"{'model':>7} {'grid s':>8} {'locate s':>9} {'rounds':>6} {'members':>7} "
           f"{'ratio':>6}  widest bracket")
     for name in models:
         opts = dict(SETTINGS[name])
+        if args.hidden is not None and "hidden" in opts:
+            opts["hidden"] = args.hidden
         if opts.get("optimizer") != "lbfgs" and steps is not None:
             opts["steps"] = steps
         t0 = time.perf_counter()
