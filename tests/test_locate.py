@@ -82,17 +82,17 @@ def test_every_round_is_one_training_of_new_members():
     assert len(seen) == len(set(seen)) == res.members_trained
 
 
-def test_inside_the_first_bracket_takes_one_round():
-    # [p/1.01, 1.01 p] cut in 2 parts: 1.0201 ** (1/2) - 1 = 0.01.
-    tr = StepTrainer(PRED * np.array([1.004, 0.996, 1.009, 0.992, 1.0]))
-    res = locate((X, None), latent_dim=5, trainer=tr)
-    assert res.done and len(res.rounds) == 1
-    # 3 betas per mode and the scout grid of 8
-    assert res.members_trained == 5 * 3 + 8
+def test_inside_the_first_bracket_takes_two_rounds():
+    # [p/1.05, 1.05 p] cut in 5 parts, then in 2: 1.1025 ** 0.1 - 1 < 0.01.
     tr = StepTrainer(PRED * np.array([1.013, 0.977, 1.031, 0.99, 1.002]))
-    res = locate((X, None), latent_dim=5, trainer=tr, start_width=0.05, max_points=4,
-                 scout=0)
-    assert res.done and len(res.rounds) == 2  # [p/1.05, 1.05 p] in 5 parts, then in 2
+    res = locate((X, None), latent_dim=5, trainer=tr)
+    assert res.done and len(res.rounds) == 2
+    # 6 betas per mode and the scout grid of 8 in the first round
+    assert len(tr.calls[0]) == 5 * 6 + 8
+    # a first bracket as narrow as rtol: one round, 3 betas per mode
+    tr = StepTrainer(PRED * np.array([1.004, 0.996, 1.009, 0.992, 1.0]))
+    res = locate((X, None), latent_dim=5, trainer=tr, start_width=0.01)
+    assert res.done and len(res.rounds) == 1 and res.members_trained == 5 * 3 + 8
 
 
 def test_scout_grid_brackets_far_modes_in_the_first_round():
