@@ -18,6 +18,7 @@ __all__ = [
     "check_int_at_least",
     "check_choice",
     "check_betas",
+    "check_seeds",
     "check_finite_array",
     "check_same_rows",
     "check_2d",
@@ -75,6 +76,18 @@ def check_betas(betas, name: str = "betas") -> np.ndarray:
         i = int(np.argmax(bad))
         raise ValueError(f"{name} must be finite numbers > 0; {name}[{i}] is {b[i]:g}")
     return b
+
+
+def check_seeds(seeds) -> tuple[int, ...]:
+    """A non-empty sequence of distinct ints >= 0 as a tuple (a bare int is refused: it would
+    read as a count)."""
+    if isinstance(seeds, int | np.integer):
+        raise TypeError(f"seeds must be a sequence of ints such as range({seeds}), "
+                        f"got the int {seeds}")
+    out = tuple(check_int_at_least("seed", s, 0) for s in seeds)
+    if not out or len(set(out)) != len(out):
+        raise ValueError(f"seeds must be non-empty and distinct, got {list(out)}")
+    return out
 
 
 def check_same_rows(x, y, *, x_name: str = "x", y_name: str = "the target y") -> None:

@@ -20,7 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from postcollapse._checks import check_int_at_least, check_positive
+from postcollapse._checks import (
+    ACTIVE_VAR_THRESHOLD,
+    check_int_at_least,
+    check_positive,
+    check_seeds,
+)
 from postcollapse.locate.bracket import (
     Observations,
     SeedBracket,
@@ -55,23 +60,12 @@ LOCATE_ACTIVE_THRESHOLD = 1e-3
 def auto_active_threshold(config) -> float:
     """locate's default rule for a training config (after ``for_rows``): 1e-3 for L-BFGS on
     an exact loss, else the sweep's ``ACTIVE_VAR_THRESHOLD``."""
-    from postcollapse._checks import ACTIVE_VAR_THRESHOLD
-
     return (LOCATE_ACTIVE_THRESHOLD if config.optimizer == "lbfgs" and config.exact
             else ACTIVE_VAR_THRESHOLD)
 
+
 # Options of the trainer that locate owns (or that make no sense per round).
 _RESERVED = ("betas", "members", "seeds", "out", "resume", "progress", "callback")
-
-
-def _seeds(seeds) -> tuple[int, ...]:
-    if isinstance(seeds, int):
-        raise TypeError(f"seeds must be a sequence of ints such as range({seeds}), got the int "
-                        f"{seeds}")
-    out = tuple(check_int_at_least("seed", s, 0) for s in seeds)
-    if not out or len(set(out)) != len(out):
-        raise ValueError(f"seeds must be non-empty and distinct, got {list(out)}")
-    return out
 
 
 def _resolve(data, target):
@@ -264,7 +258,7 @@ def locate(
     max_rounds = check_int_at_least("max_rounds", max_rounds, 1)
     scout = check_int_at_least("scout", scout, 0)
     latent_dim = check_int_at_least("latent_dim", latent_dim, 1)
-    seeds = _seeds(seeds)
+    seeds = check_seeds(seeds)
     bad = [k for k in sweep_options if k in _RESERVED]
     if bad:
         raise TypeError(f"locate() chooses {bad[0]!r} itself; leave it out")

@@ -16,16 +16,14 @@ It writes ``OUT/ext/ext.png`` (and PDF), ``OUT/ext/ext.csv`` and the sweeps unde
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from dataclasses import asdict, dataclass
 from types import MappingProxyType
 
 import numpy as np
 
-from postcollapse._io import atomic_write_text
 from postcollapse.reproduce.records import jsonable
+from postcollapse.reproduce.runs import write_csv
 from postcollapse.train.results import parse_flag
 
 __all__ = ["ExtensionsConfig", "ExtensionsRecord", "EXTENSIONS_PRESETS", "extensions_section",
@@ -206,7 +204,7 @@ def extensions_section(ctx, cfg: ExtensionsConfig):
             fb_pinned=np.array([r["pinned"] for r in f]),
             fb_regime=[r["regime"] for r in f]))
     paths = save_figure(extensions_figure(panels, title=TITLE), fdir / NAME)
-    _write_csv(fdir / f"{NAME}.csv",
+    write_csv(fdir / f"{NAME}.csv",
               ["model", "data", "beta", "regime", "theory_level1", "level1", "theory_level2",
                "level2", "theory_signal", "signal", "pinned", "kl_min", "kl_max", "gap"],
               [["two-level", r["data"], r["beta"], "", r["theory_level1"], r["level1"],
@@ -222,15 +220,6 @@ def extensions_section(ctx, cfg: ExtensionsConfig):
     ctx.log(f"[{NAME}] largest loss gap to the closed forms: two levels {gh:.2e}, free bits "
             f"{gf:.2e} ({rec.wall_seconds:.1f} s)")
     return rec
-
-
-def _write_csv(path, header, rows) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    for r in rows:
-        w.writerow([repr(float(v)) if isinstance(v, float | np.floating) else v for v in r])
-    atomic_write_text(path, buf.getvalue())
 
 
 def _count(theory, got) -> str:

@@ -31,7 +31,7 @@ from postcollapse.reproduce.report import num, pct
 from postcollapse.train.results import parse_flag
 
 __all__ = ["RunContext", "TRAINER_OPTIONS", "run_sweep", "sweep_figure", "samples_figure",
-           "decode_prior", "dataset_of"]
+           "decode_prior", "dataset_of", "write_csv"]
 
 
 @dataclass
@@ -93,7 +93,8 @@ def run_sweep(ctx: RunContext, cfg: FigureConfig, data, betas, sweep_dir: Path):
                        out=sweep_dir, resume=True, progress=ctx.progress)
 
 
-def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
+    """Write a CSV atomically; floats as ``repr`` (they read back exactly)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
@@ -137,13 +138,13 @@ def _write_sweep_csvs(fdir: Path, cfg: FigureConfig, th: _Theory, rows, curves) 
     header = (["beta", "seed", "loss", "theory_loss", "active_units", "theory_active"]
               + [f"sigma_sorted_{i + 1}" for i in range(d1)]
               + [f"theory_sigma_{i + 1}" for i in range(d1)])
-    _write_csv(fdir / f"{cfg.name}.csv", header, (
+    write_csv(fdir / f"{cfg.name}.csv", header, (
         [a["beta"][j], int(a["seed"][j]), a["loss"][j], lstar[j], int(a["active_units"][j]),
          active_modes(th.zeta, float(a["beta"][j]), latent_dim=d1)]
         + list(a["sigma"][j]) + list(sstar[j])
         for j in range(a["beta"].size)
     ))
-    _write_csv(fdir / f"{cfg.name}_theory.csv",
+    write_csv(fdir / f"{cfg.name}_theory.csv",
                ["beta", "theory_loss"] + [f"theory_sigma_{i + 1}" for i in range(d1)],
                ([curves.betas[j], curves.loss[j], *curves.sigma[j]]
                 for j in range(curves.betas.size)))
@@ -246,7 +247,7 @@ def samples_figure(ctx: RunContext, cfg: FigureConfig) -> SamplesFigure:
     labels = [f"β = {b:.3g}\ntheory: {k} mode{'s' * (k != 1)}\nobserved: {int(a)} active"
               for k, b, a in zip(ks, betas, active, strict=True)]
     paths = save_figure(draw_samples(list(images), labels, title=cfg.title), fdir / cfg.name)
-    _write_csv(fdir / f"{cfg.name}.csv",
+    write_csv(fdir / f"{cfg.name}.csv",
                ["beta", "theory_modes", "active_units", "sample"]
                + [f"pixel_{p}" for p in range(images.shape[2])],
                ([betas[i], ks[i], int(active[i]), j, *images[i, j]]

@@ -18,6 +18,7 @@ from postcollapse._checks import (
     check_choice,
     check_int_at_least,
     check_positive,
+    check_seeds,
 )
 from postcollapse.models.kinds import ARCHITECTURES, SIGMA_KINDS, check_embeddable
 from postcollapse.theory.spectrum import LEARN, check_eta_dec
@@ -87,16 +88,6 @@ def _members(members) -> tuple[tuple[float, int], ...]:
 
 def _unique(values) -> tuple:
     return tuple(dict.fromkeys(values))
-
-
-def _seeds(seeds) -> tuple[int, ...]:
-    if isinstance(seeds, int | np.integer):
-        raise TypeError(f"seeds must be a sequence of ints such as range({seeds}), "
-                        f"got the int {seeds}")
-    out = tuple(check_int_at_least("seed", s, 0) for s in seeds)
-    if not out or len(set(out)) != len(out):
-        raise ValueError(f"seeds must be non-empty and distinct, got {list(out)}")
-    return out
 
 
 @dataclass(frozen=True)
@@ -182,7 +173,7 @@ class SweepConfig:
                 raise ValueError("give betas (with seeds) or members, a list of (beta, seed) "
                                  "pairs")
             put("betas", tuple(check_betas(self.betas).tolist()))
-            put("seeds", _seeds((0,) if self.seeds is None else self.seeds))
+            put("seeds", check_seeds((0,) if self.seeds is None else self.seeds))
             put("members", tuple((b, s) for b in self.betas for s in self.seeds))
         else:
             members = _members(self.members)
@@ -193,7 +184,7 @@ class SweepConfig:
             if given != (None, None) and (
                     self.betas is None or self.seeds is None
                     or tuple(check_betas(self.betas).tolist()) != betas
-                    or _seeds(self.seeds) != seeds):
+                    or check_seeds(self.seeds) != seeds):
                 raise ValueError("give members or betas/seeds, not both")
             put("members", members)
             put("betas", betas)
