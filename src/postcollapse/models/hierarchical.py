@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from postcollapse._checks import check_betas, check_choice, check_int_at_least, check_positive
+from postcollapse._checks import check_choice, check_int_at_least, check_positive
 from postcollapse.models.kinds import ARCHITECTURES
 from postcollapse.models.loss import LossParts, chunk_rows
-from postcollapse.models.vae import FlatMembers, member_seed
+from postcollapse.models.vae import FlatMembers, member_seed, per_member
 
 __all__ = [
     "BatchedHierarchicalVAE",
@@ -43,13 +43,6 @@ __all__ = [
 
 _ACT = {"relu": torch.relu, "tanh": torch.tanh}
 _INIT_STREAM = 11  # distinct from the one-level model's initialisation stream
-
-
-def _per_member(name: str, value, k: int) -> torch.Tensor:
-    arr = np.broadcast_to(np.asarray(value, dtype=np.float64), (k,)).copy()
-    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        raise ValueError(f"{name} must be finite and > 0 for every member, got {arr}")
-    return torch.from_numpy(arr)
 
 
 def _affine(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -104,17 +97,9 @@ class BatchedHierarchicalVAE(FlatMembers):
         self.encoder = check_choice("encoder", encoder, ARCHITECTURES)
         self.decoder = check_choice("decoder", decoder, ARCHITECTURES)
         self.sigma1 = None if sigma1 is None else check_positive("sigma1", sigma1)
-        betas = check_betas(betas)
-        k = betas.size
-        self.n_members = k
-        seeds = np.zeros(k, dtype=np.int64) if seeds is None else np.asarray(seeds)
-        if seeds.shape != (k,):
-            raise ValueError(f"seeds must have one entry per member ({k}), got shape {seeds.shape}")
-        self.seeds = [int(s) for s in seeds]
-        self.register_buffer("beta", torch.from_numpy(betas).to(dtype))
-        self.register_buffer("beta2", _per_member("betas2", betas2, k).to(dtype))
-        self.register_buffer("eta_enc", _per_member("eta_enc", eta_enc, k).to(dtype))
-        self.register_buffer("eta_dec", _per_member("eta_dec", eta_dec, k).to(dtype))
+        k = self.set_members(betas, seeds, eta_enc, dtype)
+        self.register_buffer("beta2", per_member("betas2", betas2, k).to(dtype))
+        self.register_buffer("eta_dec", per_member("eta_dec", eta_dec, k).to(dtype))
         layout = []
         layout += self._net("enc", self.d0, self.d1, self.encoder)
         if self.sigma1 is None:

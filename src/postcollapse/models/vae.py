@@ -22,7 +22,7 @@ from torch import nn
 from postcollapse._checks import check_betas, check_choice, check_int_at_least
 from postcollapse.models.kinds import ARCHITECTURES, SIGMA_KINDS
 
-__all__ = ["BatchedVAE", "FlatMembers", "member_seed"]
+__all__ = ["BatchedVAE", "FlatMembers", "member_seed", "per_member"]
 
 _ACT = {"relu": torch.relu, "tanh": torch.tanh}
 
@@ -40,7 +40,8 @@ def member_seed(seed: int, *stream: int) -> int:
 _INIT_STREAM = 1
 
 
-def _per_member(name: str, value, k: int) -> torch.Tensor:
+def per_member(name: str, value, k: int) -> torch.Tensor:
+    """``value`` (a scalar or one per member) as a float64 tensor (k,), finite and > 0."""
     arr = np.broadcast_to(np.asarray(value, dtype=np.float64), (k,)).copy()
     if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
         raise ValueError(f"{name} must be finite and > 0 for every member, got {arr}")
@@ -54,6 +55,20 @@ class FlatMembers(nn.Module):
     ``seeds``, ``eta_enc``, ``eta_dec``, ``encoder``, ``decoder``, ``n_members`` and
     implement ``_init_row(seed, eta_enc, eta_dec)``.
     """
+
+    def set_members(self, betas, seeds, eta_enc, dtype: torch.dtype) -> int:
+        """Check and store the members' betas (buffer ``beta``), seeds (one per member,
+        default 0) and ``eta_enc`` (buffer); returns K."""
+        betas = check_betas(betas)
+        k = betas.size
+        self.n_members = k
+        seeds = np.zeros(k, dtype=np.int64) if seeds is None else np.asarray(seeds)
+        if seeds.shape != (k,):
+            raise ValueError(f"seeds must have one entry per member ({k}), got shape {seeds.shape}")
+        self.seeds = [int(s) for s in seeds]
+        self.register_buffer("beta", torch.from_numpy(betas).to(dtype))
+        self.register_buffer("eta_enc", per_member("eta_enc", eta_enc, k).to(dtype))
+        return k
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -164,21 +179,13 @@ class BatchedVAE(FlatMembers):
         self.encoder = check_choice("encoder", encoder, ARCHITECTURES)
         self.decoder = check_choice("decoder", decoder, ARCHITECTURES)
         self.sigma = check_choice("sigma", sigma, SIGMA_KINDS)
-        betas = check_betas(betas)
-        k = betas.size
-        self.n_members = k
-        seeds = np.zeros(k, dtype=np.int64) if seeds is None else np.asarray(seeds)
-        if seeds.shape != (k,):
-            raise ValueError(f"seeds must have one entry per member ({k}), got shape {seeds.shape}")
-        self.seeds = [int(s) for s in seeds]
-        self.register_buffer("beta", torch.from_numpy(betas).to(dtype))
-        self.register_buffer("eta_enc", _per_member("eta_enc", eta_enc, k).to(dtype))
+        k = self.set_members(betas, seeds, eta_enc, dtype)
         if isinstance(eta_dec, str):
             check_choice("eta_dec", eta_dec, ("learn",))
             learn_eta_dec, eta_dec = True, 1.0
         self.learn_eta_dec = bool(learn_eta_dec)
         # With a learned variance, the starting value of eta_dec (the parameter is dec_logvar).
-        self.register_buffer("eta_dec", _per_member("eta_dec", eta_dec, k).to(dtype))
+        self.register_buffer("eta_dec", per_member("eta_dec", eta_dec, k).to(dtype))
 
         # Layout: (name, shape, fan_in, kind) with kind "w", "b" or "logvar".
         d0, d1, d2, h = self.d0, self.d1, self.d2, self.hidden
