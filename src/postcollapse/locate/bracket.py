@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 
 __all__ = ["Observations", "SeedBracket", "seed_bracket", "next_points", "initial_points",
-           "kpoints", "ROUND_DIGITS"]
+           "kpoints", "scout_points", "ROUND_DIGITS"]
 
 ROUND_DIGITS = 12  # betas are rounded to 12 significant digits (exact replay from JSON)
 
@@ -128,6 +128,13 @@ def initial_points(predicted: float, *, start_width: float, rtol: float,
     [p / (1 + w), p (1 + w)] and its k-section."""
     lo, hi = predicted / (1 + start_width), predicted * (1 + start_width)
     return [lo, *kpoints(lo, hi, rtol=rtol, max_points=max_points), hi]
+
+
+def scout_points(predicted, n: int) -> list[float]:
+    """``n`` log-spaced betas from min(predicted) / 10 to 2 max(predicted) (the first
+    round's scout grid: a mode far from its prediction starts bracketed)."""
+    lo, hi = min(predicted) / 10, max(predicted) * 2
+    return [lo * (hi / lo) ** (j / max(n - 1, 1)) for j in range(n)]
 
 
 def next_points(br: SeedBracket, predicted: float, *, start_width: float, rtol: float,

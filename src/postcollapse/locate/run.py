@@ -30,6 +30,7 @@ from postcollapse.locate.bracket import (
     Observations,
     SeedBracket,
     next_points,
+    scout_points,
     seed_bracket,
 )
 from postcollapse.locate.results import LocateResult, ModeThreshold, load_locate
@@ -321,6 +322,8 @@ def locate(
             for m in r["members"]:
                 obs.add(m["beta"], m["seed"], m[key], m["converged"])
 
+    scouts = scout_points(predicted.values(), scout)
+
     def state():
         result_modes, asks, ended = [], [], True
         for m in modes:
@@ -334,11 +337,8 @@ def locate(
                 asks.extend((p, br.seed) for p in pts)
                 ended &= not pts
             result_modes.append(_mode_threshold(m, predicted[m], brs, obs, notes))
-        if not rounds and scout:
-            lo = min(predicted.values()) / 10
-            hi = max(predicted.values()) * 2
-            grid = [lo * (hi / lo) ** (j / max(scout - 1, 1)) for j in range(scout)]
-            asks.extend((b, s) for b in grid for s in seeds)
+        if not rounds:
+            asks.extend((b, s) for b in scouts for s in seeds)
         return result_modes, asks, ended
 
     def save(result_modes, ended):
